@@ -1,0 +1,1 @@
+"""SeqIO task and mixture registration (importable as `clinical_t5x.tasks`)."""
