@@ -1,0 +1,195 @@
+"""DEID replacement: the label -> tag table, dates kept as text, MIMIC-IV blanks, counting."""
+
+import pickle
+
+import pytest
+
+from clinical_t5x import deid
+
+# Real MIMIC-III label spellings (several per family) -> expected replacement.
+MIMIC3_CASES = [
+    # names, initials, known names
+    ("[**First Name8 (NamePattern2) **]", "[Name]"),
+    ("[**First Name3 (LF) **]", "[Name]"),
+    ("[**Last Name (NamePattern1) 1440**]", "[Name]"),
+    ("[**Last Name (STitle) **]", "[Name]"),
+    ("[**Last Name (un) **]", "[Name]"),
+    ("[**Known lastname 1234**]", "[Name]"),
+    ("[**Known firstname 99**]", "[Name]"),
+    ("[**Name (NI) 123**]", "[Name]"),
+    ("[**Name10 (NameIs) **]", "[Name]"),
+    ("[**Name Initial (PRE) 12**]", "[Name]"),
+    ("[**Initials (NamePattern4) **]", "[Name]"),
+    ("[**Initial (NamePattern1) **]", "[Name]"),
+    ("[**Name Prefix (Prefixes) **]", "[Name]"),
+    ("[**Doctor First Name 55**]", "[Name]"),
+    ("[**Doctor Last Name (ambig) **]", "[Name]"),
+    ("[**Female First Name (un) **]", "[Name]"),
+    ("[**Male First Name (un) **]", "[Name]"),
+    ("[**FirstName 123**]", "[Name]"),
+    # hospital, company, college
+    ("[**Hospital1 18**]", "[Company]"),
+    ("[**Hospital 1234**]", "[Company]"),
+    ("[**Hospital3 4**]", "[Company]"),
+    ("[**Company 9**]", "[Company]"),
+    ("[**University/College **]", "[Company]"),
+    # record, MD, clip, job, unit numbers, numeric identifiers
+    ("[**Medical Record Number 123**]", "[Reg#]"),
+    ("[**MD Number(1) 1776**]", "[Reg#]"),
+    ("[**MD Number(3) 42**]", "[Reg#]"),
+    ("[**Clip Number (Radiology) 10574**]", "[Reg#]"),
+    ("[**Job Number 4423**]", "[Reg#]"),
+    ("[**Unit Number 77**]", "[Reg#]"),
+    ("[**Numeric Identifier 5326**]", "[Reg#]"),
+    # locations, addresses, ward names, PO boxes
+    ("[**Location (un) 436**]", "[LOC]"),
+    ("[**Location 1234**]", "[LOC]"),
+    ("[**Location (Universities) 12**]", "[LOC]"),
+    ("[**Street Address(1) 5**]", "[LOC]"),
+    ("[**Street Address(2) 5**]", "[LOC]"),
+    ("[**Apartment Address(1) 6**]", "[LOC]"),
+    ("[**Hospital Ward Name 121**]", "[LOC]"),
+    ("[**Hospital Unit Name 153**]", "[LOC]"),
+    ("[**PO BOX **]", "[LOC]"),
+    ("[**State/Zipcode **]", "[LOC]"),
+    # phone, pager, serial, SSN, provider numbers
+    ("[**Telephone/Fax (1) 3231**]", "[#]"),
+    ("[**Telephone/Fax (5) 1**]", "[#]"),
+    ("[**Pager number 8**]", "[#]"),
+    ("[**Serial Number 3**]", "[#]"),
+    ("[**Social Security Number 10**]", "[#]"),
+    ("[**Provider Number 11**]", "[#]"),
+    # contact info
+    ("[**E-mail address 12**]", "[CI]"),
+    ("[**CC Contact Info 13**]", "[CI]"),
+    ("[**Attending Info 14**]", "[CI]"),
+    ("[**Dictator Info 15**]", "[CI]"),
+    # the rest
+    ("[**Age over 90 **]", "[Age]"),
+    ("[**Age over 90 16**]", "[Age]"),
+    ("[**Date range (1) 105469**]", "[DR]"),
+    ("[**Date Range **]", "[DR]"),
+    ("[**State 17**]", "[State]"),
+    ("[**Country 18**]", "[Country]"),
+    ("[**URL 19**]", "[URL]"),
+    ("[**Year (4 digits) **]", "[YR]"),
+    ("[**Year (2 digits) 20**]", "[YR]"),
+    ("[**Month (only) 547**]", "[MO]"),
+    ("[**Month/Year (2) 21**]", "[MO]"),
+    ("[**Holiday 22**]", "[DAY]"),
+    ("[**Month/Day (3) 23**]", "[DAY]"),
+    ("[**Month/Day/Year **]", "[DAY]"),
+    # dates written as dates stay as text, without the brackets
+    ("[**2151-8-5**]", "2151-8-5"),
+    ("[**4-1**]", "4-1"),
+    ("[**8/2146**]", "8/2146"),
+    ("[**3/1/2150**]", "3/1/2150"),
+    ("[**2-/2186**]", "2-/2186"),
+    ("[**2150**]", "2150"),
+    ("[**January 3**]", "January 3"),
+    ("[**Jan 3, 2150**]", "Jan 3, 2150"),
+    ("[**December**]", "December"),
+    ("[**2151-8-5 12:30**]", "2151-8-5 12:30"),
+    # the empty placeholder becomes nothing
+    ("[** **]", ""),
+    ("[****]", ""),
+]
+
+
+@pytest.mark.parametrize("placeholder,expected", MIMIC3_CASES)
+def test_every_label_family_maps_as_documented(placeholder, expected):
+    assert deid.replace_mimic3(placeholder) == expected
+
+
+@pytest.mark.parametrize("placeholder,expected", MIMIC3_CASES)
+def test_surrounding_text_is_kept_exactly(placeholder, expected):
+    text = f"a  {placeholder}\n,b\t{placeholder}."
+    assert deid.replace_mimic3(text) == f"a  {expected}\n,b\t{expected}."
+
+
+def test_every_tag_is_reachable_from_a_label():
+    produced = {expected for _, expected in MIMIC3_CASES}
+    assert set(deid.TAGS) - produced == {"[MISC]"}
+
+
+def test_labels_match_whole_label_not_substrings():
+    # "Hospital Ward Name" contains "Hospital" and "Name"; "Year (4 digits)" contains digits.
+    assert deid.replace_mimic3("[**Hospital Ward Name 1**]") == "[LOC]"
+    assert deid.replace_mimic3("[**Year (4 digits) **]") == "[YR]"
+    assert deid.replace_mimic3("[**Last Name Hospital 2**]") == "[MISC]"
+
+
+def test_unknown_label_becomes_misc_and_is_counted_by_label():
+    counts = deid.DeidCounts()
+    text = "x [**Mystery Field 12**] y [**Mystery Field 99**] z [**Known lastname 1**]"
+    assert deid.replace_mimic3(text, counts) == "x [MISC] y [MISC] z [Name]"
+    assert counts.unknown_labels == {"Mystery Field": 2}
+    assert counts.tags["[MISC]"] == 2 and counts.tags["[Name]"] == 1
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[**", "[**"), ("**]", "**]"), ("[** no end", "[** no end"),
+    ("[**Known\nlastname 1**]", "[**Known\nlastname 1**]"),  # placeholders never span lines
+    ("[**" + "x" * 500 + "**]", "[**" + "x" * 500 + "**]"),  # nor run on for hundreds of chars
+    ("[*Known lastname 1*]", "[*Known lastname 1*]"),
+    ("\x00[**\u00e9\u00e8 5**]", "\x00[MISC]"),
+    ("[**[**Known lastname 1**]**]", "[Name]**]"),
+])
+def test_odd_input_never_raises(text, expected):
+    assert deid.replace_mimic3(text, deid.DeidCounts()) == expected
+
+
+def test_text_without_placeholders_is_returned_unchanged():
+    text = "No placeholders here,  just   text.\n"
+    assert deid.replace_mimic3(text) is text
+    assert deid.replace_mimic4(text, typed=True) is text
+
+
+def test_counts_dates_empty_merge_pickle_and_dict():
+    a, b = deid.DeidCounts(), deid.DeidCounts()
+    deid.replace_mimic3("[**2151-8-5**] [** **] [**Hospital1 1**] [**Odd 1**]", a)
+    deid.replace_mimic3("[**4-1**] [**Hospital1 2**]", b)
+    merged = pickle.loads(pickle.dumps(a)).merge(b)
+    as_dict = merged.as_dict()
+    assert list(as_dict["tags"]) == list(deid.TAGS)
+    assert as_dict["tags"]["[Company]"] == 2 and as_dict["tags"]["[MISC]"] == 1
+    assert as_dict["unknown_labels"] == {"Odd": 1}
+    assert as_dict["dates_as_text"] == 2 and as_dict["empty"] == 1
+
+
+def test_replace_list_of_notes_as_in_the_clinical_t5_release():
+    assert deid.replace_list_of_notes(["My name is [**FirstName 123**]"]) == ["My name is [Name]"]
+    mimic4 = deid.replace_list_of_notes(["Name:  ___ seen"], note_type="mimic-iv")
+    assert mimic4 == ["Name:  [MISC] seen"]
+    with pytest.raises(ValueError, match="note_type"):
+        deid.replace_list_of_notes(["x"], note_type="mimic-v")
+
+
+def test_mimic4_blanks_default_to_misc_and_leave_form_lines():
+    counts = deid.DeidCounts()
+    text = "Name:  ___  Unit No: ___\n______________\n___"
+    expected = "Name:  [MISC]  Unit No: [MISC]\n______________\n[MISC]"
+    assert deid.replace_mimic4(text, counts=counts) == expected
+    assert counts.tags["[MISC]"] == 3
+
+
+@pytest.mark.parametrize("context,tag", [
+    ("Name:  ", "[Name]"), ("Dr. ", "[Name]"), ("(Dr.", "[Name]"), ("Mrs. ", "[Name]"),
+    ("Attending: ", "[Name]"), ("Completed by:\n", "[Name]"), ("Patient Name: ", "[Name]"),
+    ("Unit No:   ", "[Reg#]"), ("MRN: ", "[Reg#]"), ("Job#: ", "[Reg#]"),
+    ("Admission Date:  ", "[DAY]"), ("Discharge Date:   ", "[DAY]"), ("Date of Birth:  ", "[DAY]"),
+    ("DOB: ", "[DAY]"), ("Phone: ", "[#]"), ("Pager # ", "[#]"), ("Fax: ", "[#]"),
+    ("Facility:\n", "[Company]"), ("E-mail: ", "[CI]"),
+    ("a ", "[MISC]"), ("transferred to ", "[MISC]"), ("COMPARISON:  ", "[MISC]"), ("", "[MISC]"),
+    ("Name:  ___ ", "[MISC]"),
+])
+def test_typed_mimic4_blanks_follow_their_left_context(context, tag):
+    text = f"x\n{context}___ year old"
+    expected = f"x\n{context.replace('___', '[Name]')}{tag} year old"
+    assert deid.replace_mimic4(text, typed=True) == expected
+
+
+def test_typed_mimic4_counts_each_tag():
+    counts = deid.DeidCounts()
+    deid.replace_mimic4("Name:  ___  Unit No:   ___\nDr. ___ saw ___", typed=True, counts=counts)
+    assert counts.tags == {"[Name]": 2, "[Reg#]": 1, "[MISC]": 1}
