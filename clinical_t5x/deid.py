@@ -1,16 +1,16 @@
 """DEID tags: the canonical tag tuple and the replacement of MIMIC de-identification placeholders."""
 
+import dataclasses
+import re
+from collections import Counter
+from collections.abc import Iterable
+
 # The Clinical-T5 tag set, in canonical order. Vocabulary ids, the HF export and the tests all
 # read it from here: tag i gets id S + 100 + i (after S pieces and 100 sentinels).
 TAGS: tuple[str, ...] = (
     "[Name]", "[Reg#]", "[Company]", "[LOC]", "[Age]", "[#]", "[DR]", "[State]",
     "[CI]", "[Country]", "[URL]", "[YR]", "[MO]", "[DAY]", "[MISC]",
 )
-
-import dataclasses  # noqa: E402  (TAGS stays the first thing in the module)
-import re  # noqa: E402
-from collections import Counter  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
 
 # MIMIC-III placeholder labels -> tag. Keys are written as they appear in the notes; they are
 # normalised by `_label_key` exactly like the labels found in text, so "First Name8
@@ -95,6 +95,12 @@ _MISC = "[MISC]"
 _DATE_TEXT, _EMPTY = "date", ""
 # Unknown labels are counted by their label (id removed, truncated), never by note text.
 _MAX_LABEL_CHARS = 40
+# Only label-shaped text (a few words of letters, digits and label punctuation) is recorded; a
+# placeholder holding anything else (a malformed one could hold note text) is counted under
+# `_UNREADABLE_LABEL`, so the manifest can never carry note text.
+_LABEL_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9()/#.,' -]*")
+_MAX_LABEL_WORDS = 5
+_UNREADABLE_LABEL = "(unreadable label)"
 _MAX_CACHE = 4096
 
 
@@ -144,6 +150,14 @@ class DeidCounts:
         }
 
 
+def _reportable_label(inner: str) -> str:
+    """The label of an unknown placeholder as the manifest may show it (see `_LABEL_SHAPE`)."""
+    label = _TRAILING_ID.sub("", inner).strip()[:_MAX_LABEL_CHARS]
+    if _LABEL_SHAPE.fullmatch(label) and len(label.split()) <= _MAX_LABEL_WORDS:
+        return label
+    return _UNREADABLE_LABEL
+
+
 def _classify(inner: str) -> str | None:
     """Placeholder text (without `[**`/`**]`) -> tag, `_DATE_TEXT`, `_EMPTY`, or None (unknown)."""
     stripped = inner.strip()
@@ -171,7 +185,7 @@ def _replace_placeholder(match: re.Match, counts: DeidCounts | None) -> str:
     if kind is None:
         if counts is not None:
             counts.tags[_MISC] += 1
-            counts.unknown_labels[_TRAILING_ID.sub("", inner).strip()[:_MAX_LABEL_CHARS]] += 1
+            counts.unknown_labels[_reportable_label(inner)] += 1
         return _MISC
     if counts is not None:
         if kind:

@@ -193,3 +193,10 @@ def test_typed_mimic4_counts_each_tag():
     counts = deid.DeidCounts()
     deid.replace_mimic4("Name:  ___  Unit No:   ___\nDr. ___ saw ___", typed=True, counts=counts)
     assert counts.tags == {"[Name]": 2, "[Reg#]": 1, "[MISC]": 1}
+
+
+def test_unknown_labels_never_record_note_shaped_text():
+    counts = deid.DeidCounts()
+    text = "a [**Unmapped Field 12**] b [**pt said she fell at home on the stairs**] c [**x\x00y**]"
+    assert deid.replace_mimic3(text, counts) == "a [MISC] b [MISC] c [MISC]"
+    assert counts.unknown_labels == {"Unmapped Field": 1, "(unreadable label)": 2}
