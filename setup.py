@@ -21,11 +21,13 @@ INSTALL_REQUIRES = [
     "protobuf==7.36.2",
     "safetensors",
     "tqdm",
+    # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
+    "transformers==5.24.0",
 ]
 
 EXTRAS_REQUIRE = {
     # torch 2.13.0 is the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
-    "test": ["pytest", "torch==2.13.0", "transformers==5.24.0", "safetensors"],
+    "test": ["pytest", "torch==2.13.0"],
 }
 
 setuptools.setup(
