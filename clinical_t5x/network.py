@@ -1,0 +1,436 @@
+"""T5 encoder-decoder in Flax with t5x's parameter tree, so one exporter serves both trainers.
+
+Parameter names, shapes, initialisers and the query-scaling convention follow t5x's reference
+network (`t5x/examples/t5/network.py`): the 1/sqrt(head_dim) attention scaling is folded into the
+query kernel's initialiser and never applied at run time, which keeps t5x checkpoints and
+converted Hugging Face weights exact. Layers are a Python loop (unrolled), attention is einsum:
+both measured faster than `nn.scan` / `dot_product_attention` on CPU (PERFORMANCE-NOTES.md).
+Every parameter and the main activations carry t5x's logical axis names for partitioning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import operator
+from typing import Any, Callable, Sequence
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+NUM_RELPOS_BUCKETS = 32
+RELPOS_MAX_DISTANCE = 128
+# Additive bias for masked attention logits, as t5x (finite so fully masked rows stay finite).
+MASKED_LOGIT = -1e10
+
+
+@gin.configurable(module="network")
+@dataclasses.dataclass(frozen=True)
+class T5Config:
+    """Model hyperparameters with t5x's field names (gin: `network.T5Config.emb_dim = 768`)."""
+
+    vocab_size: int = 32128
+    dtype: Any = "float32"  # activation dtype; parameters are always float32
+    emb_dim: int = 512
+    num_heads: int = 8
+    num_encoder_layers: int = 6
+    num_decoder_layers: int = 6
+    head_dim: int = 64
+    mlp_dim: int = 2048
+    mlp_activations: Sequence[str] = ("relu",)
+    dropout_rate: float = 0.1
+    logits_via_embedding: bool = False
+    float32_attention_logits: bool = False
+
+    def __post_init__(self) -> None:
+        # Gin may hand over a list; a tuple keeps the config hashable (Flax module attribute).
+        object.__setattr__(self, "mlp_activations", tuple(self.mlp_activations))
+        jnp.dtype(self.dtype)  # fail early on an unknown dtype name
+
+    @property
+    def activation_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+
+def _param(module: nn.Module, name: str, init: Initializer, shape: tuple[int, ...],
+           axes: tuple[str, ...]) -> Array:
+    """A float32 parameter annotated with logical axis names."""
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def _constrain(x: Array, axes: tuple[str, ...]) -> Array:
+    return nn.with_logical_constraint(x, axes)
+
+
+_kernel_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+_attention_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+
+
+class Dense(nn.Module):
+    """Bias-free projection of the last axis (t5x's DenseGeneral with a 2-D kernel)."""
+
+    features: int
+    kernel_axes: tuple[str, str]
+    dtype: Any = jnp.float32
+    kernel_init: Initializer = _kernel_init
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = _param(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
+                        self.kernel_axes)
+        return jnp.einsum("...d,df->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+class LayerNorm(nn.Module):
+    """T5's RMS norm: no mean subtraction, no bias, statistics in float32."""
+
+    dtype: Any = jnp.float32
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x = x.astype(jnp.float32)
+        scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",))
+        y = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + self.epsilon)
+        return (y * scale).astype(self.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding shared by encoder, decoder and (T5 1.0) the output head."""
+
+    num_embeddings: int
+    features: int
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.embedding = _param(self, "embedding", nn.initializers.normal(stddev=1.0),
+                                (self.num_embeddings, self.features), ("vocab", "embed"))
+
+    def __call__(self, ids: Array) -> Array:
+        # A gather, not t5x's one-hot matmul: the latter costs 2*vocab*emb FLOPs per token on CPU.
+        out = jnp.take(self.embedding, ids.astype(jnp.int32), axis=0).astype(self.dtype)
+        return _constrain(out, ("batch", "length", "embed"))
+
+    def attend(self, query: Array) -> Array:
+        """Logits against the embedding matrix, in float32 for stability (as t5x)."""
+        return jnp.einsum("...d,vd->...v", query.astype(jnp.float32), self.embedding)
+
+
+def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
+                             num_buckets: int = NUM_RELPOS_BUCKETS,
+                             max_distance: int = RELPOS_MAX_DISTANCE) -> np.ndarray:
+    """Mesh-TF/t5x bucketing of `key_pos - query_pos`: exact near 0, log-spaced up to max_distance.
+
+    Computed in numpy (a compile-time constant), in float32 like t5x so buckets match bit for bit.
+    """
+    n = -np.asarray(relative_position, dtype=np.int32)
+    bucket = np.zeros_like(n)
+    if bidirectional:
+        num_buckets //= 2
+        bucket += (n < 0).astype(np.int32) * num_buckets
+        n = np.abs(n)
+    else:
+        n = np.maximum(n, 0)
+    max_exact = num_buckets // 2
+    scaled = (np.log(n.astype(np.float32) / max_exact + np.finfo(np.float32).eps)
+              / np.log(max_distance / max_exact) * (num_buckets - max_exact))
+    large = np.minimum(max_exact + scaled.astype(np.int32), num_buckets - 1)
+    return bucket + np.where(n < max_exact, n, large)
+
+
+class RelativePositionBiases(nn.Module):
+    """Per-head learned bias for each relative-position bucket, shape [1, heads, q, k]."""
+
+    num_heads: int
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, qlen: int, klen: int, bidirectional: bool) -> Array:
+        table = _param(self, "rel_embedding",
+                       nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
+                       (self.num_heads, NUM_RELPOS_BUCKETS), ("heads", "relpos_buckets"))
+        buckets = relative_position_bucket(
+            np.arange(klen)[None, :] - np.arange(qlen)[:, None], bidirectional)
+        return jnp.take(table.astype(self.dtype), jnp.asarray(buckets), axis=1)[None]
+
+
+class MultiHeadAttention(nn.Module):
+    """t5x attention: q/k/v kernels [emb, heads*head_dim], no run-time 1/sqrt(d) scaling."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
+                 deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        joined = cfg.num_heads * cfg.head_dim
+        query_init = lambda *a: _attention_init(*a) / np.sqrt(cfg.head_dim)  # noqa: E731
+        project = functools.partial(Dense, joined, ("embed", "joined_kv"), dtype)
+
+        def heads(x: Array) -> Array:
+            x = x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
+            return _constrain(x, ("batch", "length", "heads", "kv"))
+
+        q = heads(project(kernel_init=query_init, name="query")(inputs_q))
+        k = heads(project(kernel_init=_attention_init, name="key")(inputs_kv))
+        v = heads(project(kernel_init=_attention_init, name="value")(inputs_kv))
+        if cfg.float32_attention_logits:
+            q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(q.dtype)
+        weights = jax.nn.softmax(logits).astype(dtype)
+        if not deterministic and cfg.dropout_rate > 0.0:
+            # t5x drops whole key columns per head (broadcast over the query axis).
+            keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout_rate,
+                                        weights.shape[:2] + (1,) + weights.shape[3:])
+            weights = weights * (keep / (1.0 - cfg.dropout_rate)).astype(dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+        out = out.reshape(out.shape[:2] + (joined,))
+        return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype,
+                     kernel_init=_attention_init, name="out")(out)
+
+
+class MlpBlock(nn.Module):
+    """Feed-forward block: `wi` (one activation) or gated `wi_0`, `wi_1`, ... then `wo`."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        acts = cfg.mlp_activations
+        hidden = []
+        for i, act in enumerate(acts):
+            name = "wi" if len(acts) == 1 else f"wi_{i}"
+            h = Dense(cfg.mlp_dim, ("embed", "mlp"), dtype, name=name)(x)
+            hidden.append(h if act == "linear" else getattr(nn, act)(h))
+        h = functools.reduce(operator.mul, hidden)
+        h = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(h, deterministic=deterministic)
+        h = _constrain(h, ("batch", "length", "mlp"))
+        return Dense(x.shape[-1], ("mlp", "embed"), dtype, name="wo")(h)
+
+
+class _Residual(nn.Module):
+    """Shared helper: dropout (broadcast over length, as t5x) then residual add."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, y: Array, residual: Array, deterministic: bool) -> Array:
+        y = nn.Dropout(self.rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+        return _constrain(y + residual, ("batch", "length", "embed"))
+
+
+class EncoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        h = LayerNorm(dtype, name="pre_attention_layer_norm")(x)
+        h = MultiHeadAttention(cfg, name="attention")(h, h, bias, deterministic)
+        x = _Residual(cfg.dropout_rate)(h, x, deterministic)
+        h = LayerNorm(dtype, name="pre_mlp_layer_norm")(x)
+        h = MlpBlock(cfg, name="mlp")(h, deterministic)
+        return _Residual(cfg.dropout_rate)(h, x, deterministic)
+
+
+class DecoderLayer(nn.Module):
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
+                 deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        h = LayerNorm(dtype, name="pre_self_attention_layer_norm")(y)
+        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_bias, deterministic)
+        y = _Residual(cfg.dropout_rate)(h, y, deterministic)
+        h = LayerNorm(dtype, name="pre_cross_attention_layer_norm")(y)
+        h = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
+            h, encoded, cross_bias, deterministic)
+        y = _Residual(cfg.dropout_rate)(h, y, deterministic)
+        h = LayerNorm(dtype, name="pre_mlp_layer_norm")(y)
+        h = MlpBlock(cfg, name="mlp")(h, deterministic)
+        return _Residual(cfg.dropout_rate)(h, y, deterministic)
+
+
+def _mask_bias(mask: Array, dtype: Any) -> Array:
+    """Boolean [batch, q, k] mask -> additive [batch, 1, q, k] bias (0 or MASKED_LOGIT)."""
+    return jnp.where(mask, 0.0, MASKED_LOGIT).astype(dtype)[:, None]
+
+
+def _pairwise(query: Array, key: Array, fn: Callable = jnp.logical_and) -> Array:
+    return fn(query[:, :, None], key[:, None, :])
+
+
+class Encoder(nn.Module):
+    config: T5Config
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(self, tokens: Array, mask: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        length = tokens.shape[-1]
+        # One relative-position bias for the whole stack (t5x recomputes the same value per layer).
+        bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
+            length, length, True) + _mask_bias(mask, dtype))
+        x = self.shared_embedding(tokens)
+        x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
+        for i in range(cfg.num_encoder_layers):
+            x = EncoderLayer(cfg, name=f"layers_{i}")(x, bias, deterministic)
+        x = LayerNorm(dtype, name="encoder_norm")(x)
+        return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+    config: T5Config
+    shared_embedding: nn.Module
+
+    @nn.compact
+    def __call__(self, encoded: Array, tokens: Array, self_mask: Array, cross_mask: Array,
+                 deterministic: bool) -> Array:
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        length = tokens.shape[-1]
+        self_bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
+            length, length, False) + _mask_bias(self_mask, dtype))
+        cross_bias = _mask_bias(cross_mask, dtype)
+        y = self.shared_embedding(tokens)
+        y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+        for i in range(cfg.num_decoder_layers):
+            y = DecoderLayer(cfg, name=f"layers_{i}")(y, encoded, self_bias, cross_bias,
+                                                      deterministic)
+        y = LayerNorm(dtype, name="decoder_norm")(y)
+        y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
+        if cfg.logits_via_embedding:
+            logits = self.shared_embedding.attend(y) / np.sqrt(y.shape[-1])
+        else:
+            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32,
+                           name="logits_dense")(y)
+        return _constrain(logits, ("batch", "length", "vocab"))
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder T5; call signature and masking follow t5x's `network.Transformer`."""
+
+    config: T5Config
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.shared_embedding = Embed(cfg.vocab_size, cfg.emb_dim, cfg.activation_dtype,
+                                      name="token_embedder")
+        self.encoder = Encoder(cfg, self.shared_embedding)
+        self.decoder = Decoder(cfg, self.shared_embedding)
+
+    def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Array | None = None,
+               enable_dropout: bool = True) -> Array:
+        """Encoder states [batch, length, emb]; padding (id 0) and other segments are masked."""
+        nonpad = encoder_input_tokens > 0
+        mask = _pairwise(nonpad, nonpad)
+        if encoder_segment_ids is not None:
+            mask &= _pairwise(encoder_segment_ids, encoder_segment_ids, jnp.equal)
+        return self.encoder(encoder_input_tokens, mask, deterministic=not enable_dropout)
+
+    def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+               decoder_segment_ids: Array | None = None,
+               decoder_positions: Array | None = None,  # noqa: ARG002 (t5x signature)
+               enable_dropout: bool = True) -> Array:
+        """Logits [batch, target_length, vocab]; causal, padding and packing masks as t5x.
+
+        Padding is read from `decoder_target_tokens` (id 0); for generation pass ones there.
+        Relative positions use the raw index, which is exact for packed segments because
+        attention across segments is masked (as in t5x).
+        """
+        length = decoder_target_tokens.shape[-1]
+        target_nonpad = decoder_target_tokens > 0
+        causal = jnp.arange(length)[:, None] >= jnp.arange(length)[None, :]
+        self_mask = _pairwise(target_nonpad, target_nonpad) & causal[None]
+        cross_mask = _pairwise(target_nonpad, encoder_input_tokens > 0)
+        if decoder_segment_ids is not None:
+            self_mask &= _pairwise(decoder_segment_ids, decoder_segment_ids, jnp.equal)
+        if encoder_segment_ids is not None:
+            if decoder_segment_ids is None:
+                raise ValueError("packed inputs need both encoder_ and decoder_segment_ids")
+            cross_mask &= _pairwise(decoder_segment_ids, encoder_segment_ids, jnp.equal)
+        return self.decoder(encoded, decoder_input_tokens, self_mask, cross_mask,
+                            deterministic=not enable_dropout)
+
+    def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+                 decoder_target_tokens: Array, encoder_segment_ids: Array | None = None,
+                 decoder_segment_ids: Array | None = None,
+                 encoder_positions: Array | None = None,  # noqa: ARG002 (t5x signature)
+                 decoder_positions: Array | None = None, *, enable_dropout: bool = True,
+                 decode: bool = False) -> Array:
+        if decode:
+            raise NotImplementedError(
+                "no autoregressive cache: use network.greedy_decode for generation")
+        encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
+        return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
+                           decoder_target_tokens, encoder_segment_ids, decoder_segment_ids,
+                           decoder_positions, enable_dropout)
+
+
+def init_params(model: Transformer, rng: Array, batch_size: int = 1, inputs_length: int = 1,
+                targets_length: int = 1) -> dict:
+    """Boxed (logically annotated) parameters; shapes do not depend on the dummy lengths."""
+    enc = jnp.ones((batch_size, inputs_length), jnp.int32)
+    dec = jnp.ones((batch_size, targets_length), jnp.int32)
+    return model.init({"params": rng}, enc, dec, dec, enable_dropout=False)["params"]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))
+def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
+                  max_decode_length: int, eos_id: int = 1) -> Array:
+    """Greedy generation without a KV cache: each step re-runs the decoder on the prefix.
+
+    Returns [batch, max_decode_length] generated ids (no start token); after EOS a row is
+    padded with 0, as Hugging Face's `generate` does. Costs O(length^2) decoder work, which is
+    fine for checks and short outputs, not for serving.
+    """
+    variables = {"params": params}
+    encoded = model.apply(variables, encoder_input_tokens, enable_dropout=False,
+                          method=Transformer.encode)
+    batch = encoder_input_tokens.shape[0]
+    ones = jnp.ones((batch, max_decode_length), jnp.int32)
+
+    def step(i: Array, carry: tuple[Array, Array]) -> tuple[Array, Array]:
+        tokens, done = carry
+        decoder_inputs = jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1]  # start token id 0
+        logits = model.apply(variables, encoded, encoder_input_tokens, decoder_inputs, ones,
+                             enable_dropout=False, method=Transformer.decode)
+        nxt = jnp.where(done, 0, jnp.argmax(logits[:, i], axis=-1).astype(jnp.int32))
+        return tokens.at[:, i].set(nxt), done | (nxt == eos_id)
+
+    tokens = jnp.zeros((batch, max_decode_length), jnp.int32)
+    tokens, _ = jax.lax.fori_loop(0, max_decode_length, step,
+                                  (tokens, jnp.zeros((batch,), bool)))
+    return tokens
+
+
+def training_flops_per_example(config: T5Config, inputs_length: int,
+                               targets_length: int) -> float:
+    """Matmul FLOPs of one training example (forward + backward = 3x forward), for MFU.
+
+    Counts every projection, the attention score and mixing products, and the output head;
+    ignores norms, softmax and other elementwise work (a few percent).
+    """
+    d, f, v = config.emb_dim, config.mlp_dim, config.vocab_size
+    n = config.num_heads * config.head_dim
+    mlp = 2 * d * f * (len(config.mlp_activations) + 1)  # per token
+    li, lt = inputs_length, targets_length
+    encoder = li * (8 * d * n + mlp) + 4 * li * li * n
+    decoder = (lt * (8 * d * n + 4 * d * n + mlp) + 4 * li * d * n
+               + 4 * lt * lt * n + 4 * lt * li * n)
+    forward = (config.num_encoder_layers * encoder + config.num_decoder_layers * decoder
+               + 2 * lt * d * v)
+    return 3.0 * forward

@@ -1,0 +1,203 @@
+"""The Flax T5: t5x's parameter tree, relative-position buckets, masking/packing, generation."""
+import functools
+
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from clinical_t5x import network
+
+EMB, HEADS, HEAD_DIM, MLP, VOCAB = 32, 2, 16, 64, 128
+KV = HEADS * HEAD_DIM
+# Tiny models: XLA's optimisation passes cost more compile time than they save at run time.
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+
+def tiny_config(**overrides) -> network.T5Config:
+    fields = dict(vocab_size=VOCAB, emb_dim=EMB, num_heads=HEADS, head_dim=HEAD_DIM,
+                  mlp_dim=MLP, num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0,
+                  mlp_activations=("gelu", "linear"))
+    return network.T5Config(**{**fields, **overrides})
+
+
+def t5x_spec(layers: int, gated: bool, tied: bool) -> dict[str, tuple[tuple, tuple]]:
+    """Parameter path -> (shape, logical axes), transcribed from t5x/examples/t5/network.py."""
+    spec = {"token_embedder/embedding": ((VOCAB, EMB), ("vocab", "embed"))}
+    mlp = ({"mlp/wi_0/kernel": ((EMB, MLP), ("embed", "mlp")),
+            "mlp/wi_1/kernel": ((EMB, MLP), ("embed", "mlp"))} if gated
+           else {"mlp/wi/kernel": ((EMB, MLP), ("embed", "mlp"))})
+    mlp["mlp/wo/kernel"] = ((MLP, EMB), ("mlp", "embed"))
+    norm = ((EMB,), ("embed",))
+
+    def attention(name: str) -> dict:
+        out = {f"{name}/{p}/kernel": ((EMB, KV), ("embed", "joined_kv"))
+               for p in ("query", "key", "value")}
+        out[f"{name}/out/kernel"] = ((KV, EMB), ("joined_kv", "embed"))
+        return out
+
+    for stack, norms, attns in (
+            ("encoder", ("pre_attention_layer_norm", "pre_mlp_layer_norm"), ("attention",)),
+            ("decoder", ("pre_self_attention_layer_norm", "pre_cross_attention_layer_norm",
+                         "pre_mlp_layer_norm"), ("self_attention", "encoder_decoder_attention"))):
+        spec[f"{stack}/relpos_bias/rel_embedding"] = ((HEADS, 32), ("heads", "relpos_buckets"))
+        spec[f"{stack}/{stack}_norm/scale"] = norm
+        for i in range(layers):
+            prefix = f"{stack}/layers_{i}/"
+            spec.update({prefix + f"{n}/scale": norm for n in norms})
+            for a in attns:
+                spec.update({prefix + k: v for k, v in attention(a).items()})
+            spec.update({prefix + k: v for k, v in mlp.items()})
+    if not tied:
+        spec["decoder/logits_dense/kernel"] = ((EMB, VOCAB), ("embed", "vocab"))
+    return spec
+
+
+def flat_boxed(params) -> dict[str, nn.LogicallyPartitioned]:
+    leaves = jax.tree_util.tree_flatten_with_path(
+        params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))[0]
+    return {"/".join(k.key for k in path): leaf for path, leaf in leaves}
+
+
+@pytest.mark.parametrize("flavour", ["1.0", "1.1"])
+def test_parameter_tree_matches_t5x(flavour):
+    t5_10 = flavour == "1.0"
+    cfg = tiny_config(mlp_activations=("relu",) if t5_10 else ("gelu", "linear"),
+                      logits_via_embedding=t5_10, num_encoder_layers=2, num_decoder_layers=2)
+    boxed = flat_boxed(jax.eval_shape(
+        functools.partial(network.init_params, network.Transformer(cfg)), jax.random.PRNGKey(0)))
+    got = {k: (v.value.shape, tuple(v.names)) for k, v in boxed.items()}
+    assert got == t5x_spec(2, gated=not t5_10, tied=t5_10)
+    assert all(v.value.dtype == jnp.float32 for v in boxed.values())
+
+
+def init(model: network.Transformer, seed: int = 0):
+    init_fn = jax.jit(network.init_params, static_argnums=0, compiler_options=FAST_COMPILE)
+    return nn.unbox(init_fn(model, jax.random.PRNGKey(seed)))
+
+
+def jitted_apply(model: network.Transformer):
+    return jax.jit(model.apply, static_argnames=("enable_dropout", "decode"),
+                   compiler_options=FAST_COMPILE)
+
+
+def test_initialisers_follow_t5x_including_folded_query_scaling():
+    cfg = tiny_config(emb_dim=256, num_heads=4, head_dim=64)
+    p = init(network.Transformer(cfg))
+    attn = p["encoder"]["layers_0"]["attention"]
+    np.testing.assert_allclose(np.std(attn["key"]["kernel"]), 256 ** -0.5, rtol=0.05)
+    # t5x folds 1/sqrt(head_dim) into the query initialiser instead of scaling logits.
+    np.testing.assert_allclose(np.std(attn["query"]["kernel"]), (256 * 64) ** -0.5, rtol=0.05)
+    np.testing.assert_allclose(np.std(p["token_embedder"]["embedding"]), 1.0, rtol=0.05)
+    assert np.all(p["encoder"]["encoder_norm"]["scale"] == 1.0)
+
+
+def test_relative_position_buckets_hand_computed():
+    bidi = network.relative_position_bucket(np.array([0, -1, 1, -7, 7, -8, -20, -127, -500, 500]),
+                                            bidirectional=True)
+    # 16 buckets per direction, 8 exact; memory before query -> low half, after -> high half.
+    # |d|=8 -> 8 + floor(log(1)/log(16)*8)=8; |d|=20 -> 8 + floor(log(2.5)/log(16)*8)=10.
+    assert bidi.tolist() == [0, 1, 17, 7, 23, 8, 10, 15, 15, 31]
+    causal = network.relative_position_bucket(np.array([0, 5, -1, -15, -16, -20, -100, -500]),
+                                              bidirectional=False)
+    # Future keys collapse to 0; 16 exact; |d|=20 -> 16 + floor(log(1.25)/log(8)*16) = 17,
+    # |d|=100 -> 16 + floor(log(6.25)/log(8)*16) = 30.
+    assert causal.tolist() == [0, 0, 1, 15, 16, 17, 30, 31]
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = network.Transformer(tiny_config())
+    return model, init(model, seed=1)
+
+
+def test_packed_segments_give_the_logits_of_the_separate_examples(model_and_params):
+    model, params = model_and_params
+    apply = jitted_apply(model)
+    enc_a, tgt_a = [5, 6, 7, 1], [8, 9, 1]
+    enc_b, tgt_b = [10, 11, 1], [12, 13, 14, 1]
+
+    def shift(t):
+        return [0] + t[:-1]
+
+    def run(enc, dec_in, tgt, **packing):
+        as_batch = lambda x: jnp.asarray([x], jnp.int32)  # noqa: E731
+        return apply({"params": params}, as_batch(enc), as_batch(dec_in), as_batch(tgt),
+                           **{k: as_batch(v) for k, v in packing.items()},
+                           enable_dropout=False)[0]
+
+    packed = run(enc_a + enc_b + [0], shift(tgt_a) + shift(tgt_b) + [0], tgt_a + tgt_b + [0],
+                 encoder_segment_ids=[1] * 4 + [2] * 3 + [0],
+                 decoder_segment_ids=[1] * 3 + [2] * 4 + [0],
+                 encoder_positions=[0, 1, 2, 3, 0, 1, 2, 0],
+                 decoder_positions=[0, 1, 2, 0, 1, 2, 3, 0])
+    alone_a = run(enc_a, shift(tgt_a), tgt_a)
+    alone_b = run(enc_b, shift(tgt_b), tgt_b)
+    np.testing.assert_allclose(packed[:3], alone_a, atol=1e-5)
+    np.testing.assert_allclose(packed[3:7], alone_b, atol=1e-5)
+
+
+def test_padding_does_not_change_logits(model_and_params):
+    model, params = model_and_params
+    apply = jitted_apply(model)
+    enc, dec_in, tgt = [[5, 6, 7, 1]], [[0, 8, 9]], [[8, 9, 1]]
+    short = apply({"params": params}, jnp.array(enc), jnp.array(dec_in), jnp.array(tgt),
+                        enable_dropout=False)
+    padded = apply({"params": params}, jnp.array([enc[0] + [0, 0]]),
+                         jnp.array([dec_in[0] + [0]]), jnp.array([tgt[0] + [0]]),
+                         enable_dropout=False)
+    np.testing.assert_allclose(padded[:, :3], short, atol=1e-5)
+
+
+def test_greedy_decode_is_consistent_with_teacher_forcing(model_and_params):
+    model, params = model_and_params
+    enc = jnp.array([[5, 6, 7, 1], [9, 3, 1, 0]], jnp.int32)
+    tokens = network.greedy_decode(model, params, enc, 6)
+    assert tokens.shape == (2, 6)
+    dec_in = jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1]
+    logits = jitted_apply(model)({"params": params}, enc, dec_in, jnp.ones_like(tokens),
+                         enable_dropout=False)
+    expected = np.asarray(jnp.argmax(logits, -1))
+    for row, out in zip(expected, np.asarray(tokens)):
+        stop = list(out).index(1) + 1 if 1 in out else len(out)
+        assert out[:stop].tolist() == row[:stop].tolist()
+        assert not out[stop:].any()  # padded with 0 after EOS, as Hugging Face
+
+
+def test_dropout_bf16_and_tied_head():
+    cfg = tiny_config(dtype="bfloat16", dropout_rate=0.5, mlp_activations=("relu",),
+                      logits_via_embedding=True)
+    model = network.Transformer(cfg)
+    params = init(model)
+    apply = jitted_apply(model)
+    args = (jnp.array([[5, 6, 7, 1]]), jnp.array([[0, 8, 9]]), jnp.array([[8, 9, 1]]))
+
+    def run(seed, dropout=True):
+        return apply({"params": params}, *args, enable_dropout=dropout,
+                           rngs={"dropout": jax.random.PRNGKey(seed)})
+
+    first = run(0)
+    assert first.dtype == jnp.float32  # logits in float32 even with bf16 activations
+    np.testing.assert_array_equal(first, run(0))
+    assert not np.allclose(first, run(1))
+    assert np.isfinite(np.asarray(run(0, dropout=False))).all()
+    with pytest.raises(NotImplementedError, match="greedy_decode"):
+        model.apply({"params": params}, *args, decode=True)
+
+
+def test_t5config_gin_binding_static_and_dynamic_registration():
+    try:
+        gin.parse_config("network.T5Config.emb_dim = 768\n"
+                         "network.T5Config.mlp_activations = ('gelu', 'linear')")
+        assert network.T5Config().emb_dim == 768
+        assert network.T5Config().mlp_activations == ("gelu", "linear")
+        gin.clear_config()
+        gin.parse_config("from __gin__ import dynamic_registration\n"
+                         "from clinical_t5x import network\n"
+                         "network.T5Config.num_heads = 12")
+        assert network.T5Config().num_heads == 12
+    finally:
+        gin.clear_config()
