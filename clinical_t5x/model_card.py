@@ -1,0 +1,60 @@
+"""The README.md model card of an exported folder: what the model is and how it may be shared.
+
+Weights trained on MIMIC notes are derived data under the PhysioNet Credentialed Health Data
+License, so the card says plainly that the folder must not be redistributed or uploaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+_TEMPLATE = """---
+license: other
+license_name: physionet-credentialed-health-data-1.5.0
+license_link: https://physionet.org/content/mimiciii/view-license/1.4/
+library_name: transformers
+pipeline_tag: text2text-generation
+tags: [t5, clinical, mimic]
+---
+
+# Clinical T5 ({flavour})
+
+A T5 encoder-decoder pretrained with span corruption by `clinical_t5x`, exported from the
+t5x-layout checkpoint `{checkpoint}`.
+
+| | |
+|---|---|
+| layers (encoder / decoder) | {num_layers} / {num_decoder_layers} |
+| d_model / d_ff / heads x d_kv | {d_model} / {d_ff} / {num_heads} x {d_kv} |
+| vocabulary rows | {vocab_size} |
+| feed-forward | {feed_forward_proj} |
+
+Sentinels are `<extra_id_i>` tokens and the DEID placeholders (`[Name]`, `[DR]`, `[LOC]`, ...)
+are single special tokens at the ids of the vocabulary folder `{vocab}`.
+
+## Licence and sharing: do not redistribute
+
+If this model was trained on MIMIC-III or MIMIC-IV notes, its weights are data derived from
+credentialed health records and fall under the **PhysioNet Credentialed Health Data License**.
+Share them only with people who hold PhysioNet credentialed access to the same data and have
+signed its data use agreement. **Do not upload this folder to the Hugging Face Hub or any
+other public place.** Nothing in `clinical_t5x` uploads it anywhere.
+
+## Use
+
+```python
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("{out_name}")
+model = AutoModelForSeq2SeqLM.from_pretrained("{out_name}")
+```
+"""
+
+
+def render(config: Mapping[str, Any], checkpoint: str, vocab: str, out_name: str) -> str:
+    """The card text for an exported folder with HF `config` (a config.json dict)."""
+    flavour = "T5 1.1, gated GELU" if config["feed_forward_proj"].startswith("gated") else "T5 1.0, ReLU"
+    fields = {k: config[k] for k in (
+        "num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "vocab_size",
+        "feed_forward_proj")}
+    return _TEMPLATE.format(flavour=flavour, checkpoint=checkpoint, vocab=vocab, out_name=out_name, **fields)
