@@ -1,4 +1,6 @@
 """Installs clinical_t5x: the library, its SeqIO tasks (as clinical_t5x.tasks) and gin files."""
+import pathlib
+
 import setuptools
 
 # The stack known to install together (jax 0.10.2 / TF 2.21 / seqio 0.0.20).
@@ -25,10 +27,18 @@ INSTALL_REQUIRES = [
     "transformers==5.24.0",
 ]
 
-EXTRAS_REQUIRE = {
-    # torch 2.13.0 is the CPU wheel on local disk; an unpinned torch pulls a CUDA build.
-    "test": ["pytest", "torch==2.13.0"],
-}
+# torch runs the exported Hugging Face model (the demo's fill-in, the export tests).
+# torch 2.13.0 is the CPU wheel on local disk here; an unpinned torch pulls a CUDA build.
+HF_REQUIRES = ["torch==2.13.0"]
+EXTRAS_REQUIRE = {"hf": HF_REQUIRES, "test": ["pytest", *HF_REQUIRES]}
+
+
+def gin_data_files() -> list[tuple[str, list[str]]]:
+    """The gin folder, installed under <prefix>/share/clinical_t5x/gin for non-editable installs."""
+    files: dict[str, list[str]] = {}
+    for path in sorted(pathlib.Path("gin").rglob("*.gin")):
+        files.setdefault(str(pathlib.Path("share/clinical_t5x") / path.parent), []).append(str(path))
+    return sorted(files.items())
 
 setuptools.setup(
     name="clinical_t5x",
@@ -41,5 +51,6 @@ setuptools.setup(
     package_data={"clinical_t5x": ["py.typed"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
+    data_files=gin_data_files(),
     entry_points={"console_scripts": ["clinical-t5x=clinical_t5x.cli:main"]},
 )

@@ -130,7 +130,6 @@ def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cach
     assert len(set(expected.values())) > 1
 
 
-@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
