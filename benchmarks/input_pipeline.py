@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from clinical_t5x import shards  # noqa: E402
 from clinical_t5x.tasks import PREPROCESSORS, output_features, sources  # noqa: E402
 from clinical_t5x.vocab import load  # noqa: E402
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         datasets = stage_datasets(data_dir, vocab_dir, lengths, args.cores)
         timings = time_stages(datasets, args.repeats)
         vocabulary = load(vocab_dir)
-        text_bytes = sum(s["bytes"] for s in sources.read_manifest(data_dir)["kept"]["train"].values())
+        text_bytes = sum(s["bytes"] for s in shards.read_manifest(data_dir)["kept"]["train"].values())
         tokens = int(datasets["tokenize"].reduce(0, lambda n, ex: n + tf.size(ex["targets"])))
     packed = timings["pack"][1]
     total = timings["pack"][0]

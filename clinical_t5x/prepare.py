@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 from tqdm import tqdm
 
 from clinical_t5x import shards
+from clinical_t5x.shards import FORMAT, MANIFEST, read_manifest
 from clinical_t5x.dedup import ResavedDuplicates
 from clinical_t5x.mimic import CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header, find_mimic4_files
 from clinical_t5x.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
@@ -45,8 +46,6 @@ from clinical_t5x.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worke
 
 __all__ = ["DROP_REASONS", "FORMAT", "load_subject_ids", "main", "read_manifest", "run", "split_of"]
 
-FORMAT = "clinical_t5x.prepared/1"
-MANIFEST = "manifest.json"
 _QUEUE_CHUNKS = 4  # per worker process: bounds memory when workers fall behind
 _UNKNOWN_LABELS = 1000  # most frequent unknown placeholder labels listed (all are counted)
 
@@ -63,18 +62,6 @@ def load_subject_ids(path: str | Path) -> frozenset[int]:
                 raise ValueError(f"{path}:{number}: not a subject id (expected digits)")
             ids.add(int(value))
     return frozenset(ids)
-
-
-def read_manifest(out_dir: str | Path) -> dict:
-    """The manifest of a prepared directory; a clear error when it is missing (incomplete run)."""
-    path = Path(out_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: {out_dir} is not a finished `clinical-t5x prepare` output")
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
 
 
 # ----------------------------------------------------------------------------------------

@@ -8,11 +8,14 @@ Layout: `OUT/{split}/{source}-{shard:05d}-of-{num_shards:05d}.tfrecord`; every r
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterator
 
 SPLITS: tuple[str, ...] = ("train", "validation")
+FORMAT = "clinical_t5x.prepared/1"
+MANIFEST = "manifest.json"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -22,8 +25,25 @@ def shard_name(source: str, shard: int, num_shards: int) -> str:
 
 
 def shard_pattern(out_dir: str | Path, split: str, source: str) -> str:
-    """The glob that readers (SeqIO tasks, vocabulary sampling) use for one split and source."""
-    return str(Path(out_dir) / split / f"{source}-*.tfrecord")
+    """The glob that readers (SeqIO tasks, vocabulary sampling) use for one split and source.
+
+    Joined as a string, not a Path, so that `gs://` data dirs keep their double slash.
+    """
+    return os.path.join(str(out_dir), split, f"{source}-*.tfrecord")
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest of a prepared dir (local or `gs://`); a clear error when it is missing."""
+    gfile = _tf().io.gfile
+    path = os.path.join(str(out_dir), MANIFEST)
+    if not gfile.exists(path):
+        raise FileNotFoundError(
+            f"{path} not found: {out_dir} is not a finished `clinical-t5x prepare` output")
+    with gfile.GFile(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
 
 
 def _tf():

@@ -7,7 +7,6 @@ given a `seqio.ShardInfo`, each host of a pod reads only its own files. Paths go
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 
@@ -19,7 +18,6 @@ from clinical_t5x import shards
 
 DATA_DIR_ENV = "CLINICAL_T5X_DATA_DIR"
 SOURCES = ("mimic3", "mimic4_discharge", "mimic4_radiology")
-MANIFEST_NAME = "manifest.json"
 FEATURES = {"text": tf.io.FixedLenFeature([], tf.string), "note_id": tf.io.FixedLenFeature([], tf.string)}
 
 
@@ -36,18 +34,10 @@ def data_dir(path: str | None = None) -> str:
     return path
 
 
-def read_manifest(directory: str) -> dict:
-    path = os.path.join(directory, MANIFEST_NAME)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} is missing: {directory} is not a prepared data dir")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
-
-
 def manifest_bytes_rate(directory: Callable[[], str], source: str) -> Callable[[seqio.Task], float]:
     """Mixture rate of one source: its train bytes in the manifest, read when mixing starts."""
     def rate(task: seqio.Task) -> float:
-        kept = read_manifest(directory())["kept"]["train"]
+        kept = shards.read_manifest(directory())["kept"]["train"]
         return float(kept.get(source, {}).get("bytes", 0))
     return rate
 

@@ -11,7 +11,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from clinical_t5x import span_corruption, tasks
+from clinical_t5x import shards, span_corruption, tasks
 from clinical_t5x.tasks import sources, synthetic
 from clinical_t5x.tasks.vocabularies import VOCAB_DIR_ENV
 
@@ -139,7 +139,7 @@ def test_mixture_rates_follow_manifest_bytes(corpus, monkeypatch):
     monkeypatch.setenv(sources.DATA_DIR_ENV, str(corpus / "prepared"))
     monkeypatch.setenv(VOCAB_DIR_ENV, str(corpus / "vocab"))
     mixture = seqio.get_mixture_or_task(tasks.MIXTURE)
-    kept = sources.read_manifest(str(corpus / "prepared"))["kept"]["train"]
+    kept = shards.read_manifest(str(corpus / "prepared"))["kept"]["train"]
     for source, name in tasks.TASKS.items():
         assert mixture.get_rate(seqio.get_mixture_or_task(name)) == kept[source]["bytes"] > 0
     examples = _examples(tasks.MIXTURE, 20)
