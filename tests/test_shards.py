@@ -21,7 +21,9 @@ def test_read_manifest_through_tf_filesystems():
     with tf.io.gfile.GFile(f"{root}/{shards.MANIFEST}", "w") as f:
         f.write(json.dumps({"format": shards.FORMAT, "rows_read": 3}))
     assert shards.read_manifest(root)["rows_read"] == 3
-    with tf.io.gfile.GFile(f"{root}/{shards.MANIFEST}", "w") as f:
+    other = "ram://prepared_in_another_format"
+    tf.io.gfile.makedirs(other)
+    with tf.io.gfile.GFile(f"{other}/{shards.MANIFEST}", "w") as f:
         f.write(json.dumps({"format": "other/9"}))
     with pytest.raises(ValueError, match="expected"):
-        shards.read_manifest(root)
+        shards.read_manifest(other)
