@@ -7,6 +7,10 @@ already complete, so an interrupted demo continues where it stopped):
     prepared/   DEID-normalised, split, sharded TFRecords + manifest         (prepare)
     vocab/      a small SentencePiece vocabulary + sentinels + DEID tags     (vocab_build)
     model/      the tiny model trained on the MIMIC span-corruption mixture  (train)
+    hf/         its newest checkpoint as a Hugging Face T5 folder           (export)
+
+It ends by loading hf/ through `transformers` and showing the model filling the sentinels of
+one synthetic note (`fill_in`); that needs torch (`pip install -e '.[hf]'`).
 
 The training stage uses the same tasks (`mimic_span_corruption`) and trainer as a real run,
 pointed at the demo's own prepared data and vocabulary; only the model is tiny.
@@ -15,13 +19,16 @@ pointed at the demo's own prepared data and vocabulary; only the model is tiny.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 
 NOTES = 2000
 VOCAB_SIZE = 800  # what 2,000 synthetic notes support with a hard piece limit
 STEPS = 300
+HF_INSTALL_HINT = "pip install -e '.[hf]'"
 
 
 def synthesize(out: Path, notes: int, seed: int) -> Path:
@@ -80,24 +87,85 @@ def train_model(out: Path, prepared: Path, vocabulary_dir: Path, steps: int,
     return train.train()
 
 
+def export_model(out: Path, model_dir: Path, vocabulary_dir: Path) -> Path:
+    """The newest checkpoint as an HF folder `out/hf`. Skipped when the folder's model card
+    already names that checkpoint (export writes the card last); a partial or older export is
+    replaced, so a resumed, longer run exports its new checkpoint."""
+    from clinical_t5x import checkpoint_formats, hf
+
+    directory = out / "hf"
+    step_dir = checkpoint_formats.resolve_step_dir(model_dir)
+    card = directory / "README.md"
+    if card.is_file() and f"`{step_dir}`" in card.read_text():
+        return directory
+    if directory.exists():
+        shutil.rmtree(directory)
+    return hf.export(step_dir, vocabulary_dir, directory, show_progress=True)
+
+
+def torch_available() -> bool:
+    """Whether the `hf` extra (torch, which runs the exported model) is installed. Imported,
+    not just looked up: the fill-in imports it next anyway."""
+    try:
+        importlib.import_module("torch")
+    except ImportError:
+        return False
+    return True
+
+
+def show_fill_in(hf_dir: Path, model_dir: Path, seed: int):
+    """Print the exported model's fill-in of a synthetic note and return it (a
+    `fill_in.FillIn`); without torch, print how to install it and return None."""
+    if not torch_available():
+        print(f"torch is not installed: `{HF_INSTALL_HINT}` to see the model fill in a note",
+              file=sys.stderr)
+        return None
+    from clinical_t5x import fill_in
+
+    result = fill_in.fill_in(hf_dir, model_dir, seed)
+    print(fill_in.report(result, hf_dir), file=sys.stderr)
+    return result
+
+
 def run(out: str | os.PathLike, *, notes: int = NOTES, vocab_size: int = VOCAB_SIZE,
         steps: int = STEPS, seed: int = 0, extra_bindings: list[str] | None = None) -> dict:
-    """All stages; returns the folders written and the training result."""
+    """All stages; returns the folders written, the training result and the fill-in. A
+    training run that stops early (preempted) ends the demo there, without an export."""
+    stages = 6
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(out, 0o700)
-    print(f"[1/4] synthesising {notes} MIMIC-III notes (+ MIMIC-IV) into {out / 'raw'}",
+    print(f"[1/{stages}] synthesising {notes} MIMIC-III notes (+ MIMIC-IV) into {out / 'raw'}",
           file=sys.stderr)
     raw = synthesize(out, notes, seed)
-    print(f"[2/4] preparing shards into {out / 'prepared'}", file=sys.stderr)
+    print(f"[2/{stages}] preparing shards into {out / 'prepared'}", file=sys.stderr)
     prepared = prepare_notes(out, raw)
-    print(f"[3/4] building a {vocab_size}-piece vocabulary into {out / 'vocab'}", file=sys.stderr)
+    print(f"[3/{stages}] building a {vocab_size}-piece vocabulary into {out / 'vocab'}",
+          file=sys.stderr)
     vocabulary_dir = build_vocabulary(out, prepared, vocab_size, seed)
-    print(f"[4/4] training the tiny model for {steps} steps into {out / 'model'}",
+    print(f"[4/{stages}] training the tiny model for {steps} steps into {out / 'model'}",
           file=sys.stderr)
     result = train_model(out, prepared, vocabulary_dir, steps, extra_bindings)
-    return {"raw": raw, "prepared": prepared, "vocab": vocabulary_dir, "model": out / "model",
-            "train": result}
+    done = {"raw": raw, "prepared": prepared, "vocab": vocabulary_dir, "model": out / "model",
+            "train": result, "hf": None, "fill_in": None}
+    if result.exit_code != 0:
+        return done
+    print(f"[5/{stages}] exporting the newest checkpoint to {out / 'hf'}", file=sys.stderr)
+    done["hf"] = export_model(out, out / "model", vocabulary_dir)
+    print(f"[6/{stages}] filling in the sentinels of a synthetic note with transformers",
+          file=sys.stderr)
+    done["fill_in"] = show_fill_in(done["hf"], out / "model", seed)
+    return done
+
+
+def _metrics_summary(result) -> str:
+    """Final train/eval figures, or a note that this run resumed an already finished one."""
+    if not result.last_metrics and not result.eval_metrics:
+        return "training was already complete (no new steps)"
+    loss = "loss_per_nonpadding_target_token"
+    return (f"final train loss/token {result.last_metrics.get(loss, float('nan')):.3f}, "
+            f"eval loss/token {result.eval_metrics.get(loss, float('nan')):.3f}, "
+            f"eval accuracy {result.eval_metrics.get('accuracy', float('nan')):.3f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,12 +186,14 @@ def main(argv: list[str] | None = None) -> int:
     done = run(args.out, notes=args.notes, vocab_size=args.vocab_size, steps=args.steps,
                seed=args.seed)
     result = done["train"]
-    print(f"\ndone: step {result.step}; final train loss/token "
-          f"{result.last_metrics.get('loss_per_nonpadding_target_token', float('nan')):.3f}, "
-          f"eval loss/token {result.eval_metrics.get('loss_per_nonpadding_target_token', float('nan')):.3f}, "
-          f"eval accuracy {result.eval_metrics.get('accuracy', float('nan')):.3f}\n"
+    print(f"\ndone: step {result.step}; {_metrics_summary(result)}\n"
           f"checkpoints: {done['model']}  (tensorboard --logdir {done['model']})",
           file=sys.stderr)
+    if done["hf"] is not None:
+        print(f"Hugging Face model: {done['hf']}  (loads with AutoModelForSeq2SeqLM and "
+              f"AutoTokenizer .from_pretrained; one trained on real notes falls under the "
+              f"PhysioNet credentialed licence, so never share it: see its README.md)",
+              file=sys.stderr)
     return result.exit_code
 
 
