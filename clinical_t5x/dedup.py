@@ -29,11 +29,17 @@ _NO_TIME = -1
 
 
 def storetime_seconds(value: str) -> int:
-    """ISO date-time -> seconds since year 1 (sortable); -1 when empty or unparseable."""
+    """ISO date-time -> seconds since year 1 (sortable); -1 when empty or unparseable.
+
+    A time with a UTC offset counts as its UTC time (naive ones, as MIMIC stores, as they are).
+    """
     try:
-        return (datetime.datetime.fromisoformat(value) - _EPOCH) // _SECOND
-    except ValueError:
+        time = datetime.datetime.fromisoformat(value)
+        if time.tzinfo is not None:
+            time = time.astimezone(datetime.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         return _NO_TIME
+    return (time - _EPOCH) // _SECOND
 
 
 class ResavedDuplicates:

@@ -62,6 +62,7 @@ _MONTHS = (
     "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|"
     "july|august|september|october|november|december"
 )
+_MONTH_PREFIXES = frozenset(month[:3] for month in _MONTHS.split("|"))
 # Dates MIMIC-III shifted but kept: 2151-8-5, 4-1, 8/2146, 3/1/2150, 2-/2186, 2150, January 3.
 _DATE = re.compile(
     rf"(?:\d{{1,4}}(?:[-/.]{{1,2}}\d{{1,4}}){{0,2}}|(?:{_MONTHS})\.?(?:\s+\d{{1,2}}(?:st|nd|rd|th)?)?"
@@ -170,8 +171,13 @@ def _classify(inner: str) -> str | None:
 
 def _replace_placeholder(match: re.Match, counts: DeidCounts | None) -> str:
     inner = match.group(1)
-    # Dates and ids make most placeholder texts unique; cache on the text with the id removed.
-    cache_key = _TRAILING_ID.sub("", inner) if inner[:1].isalpha() else inner
+    # Dates and ids make most placeholder texts unique; cache a label on its text without the id.
+    # Not a date: "March 3" (kept as text) and "March 123456" (unknown) must not share "March".
+    cache_key = inner
+    if inner[:1].isalpha():
+        stripped = _TRAILING_ID.sub("", inner)
+        if inner[:3].lower() not in _MONTH_PREFIXES or not _DATE.fullmatch(stripped.strip()):
+            cache_key = stripped
     try:
         kind = _cache[cache_key]
     except KeyError:

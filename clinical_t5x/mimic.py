@@ -37,9 +37,11 @@ FIELD_SIZE_LIMIT = 2**31 - 1
 _GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 1 << 20
 MAX_RECORD_BYTES = 64 << 20  # a pending record longer than this means unbalanced quotes
+MAX_HEADER_BYTES = 1 << 20  # a header not ended by then has an unbalanced quote: not read on
 # Note.row = chunk index * ROWS_PER_CHUNK + row within the chunk (1-based): unique in a file.
 ROWS_PER_CHUNK = 1 << 32
 _KEY_SEPARATOR = "\x1f"
+_INT64_DIGITS = 19
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +97,13 @@ def find_mimic4_files(note_dir: str | Path) -> dict[Schema, Path]:
         raise FileNotFoundError(
             f"{note_dir}: no discharge.csv(.gz) or radiology.csv(.gz) in this MIMIC-IV note directory")
     return found
+
+
+def is_id(value: str) -> bool:
+    """ASCII digits that fit the int64 `subject_id` feature (`str.isdigit` alone also takes
+    "²", which `int` rejects, and any length, which the TFRecord encoder rejects)."""
+    return (value.isascii() and value.isdigit() and len(value) <= _INT64_DIGITS
+            and int(value) < 2**63)
 
 
 class Note(NamedTuple):
@@ -214,6 +223,9 @@ def _first_record_end(data: bytes) -> int:
 
 
 def _parse_header(data: bytes, schema: Schema, path: Path) -> Layout:
+    if len(data) > MAX_HEADER_BYTES:
+        raise ValueError(f"{path}: no header line within the first {MAX_HEADER_BYTES} bytes "
+                         "(an unbalanced quote?)")
     text, _ = _decode(data)
     rows = list(csv.reader(io.StringIO(text, newline="")))
     if not rows or not rows[0]:
@@ -231,7 +243,8 @@ def check_header(path: str | Path, schema: Schema) -> None:
     with raw, stream:
         data = b""
         try:
-            while not (end := _first_record_end(data)) and (more := stream.read1(1 << 16)):
+            while (not (end := _first_record_end(data)) and len(data) <= MAX_HEADER_BYTES
+                   and (more := stream.read1(1 << 16))):
                 data += more
         except _STREAM_ERRORS as e:
             raise ValueError(f"{path}: cannot read the header ({type(e).__name__})") from None
@@ -282,7 +295,7 @@ class RecordChunks:
     def _header(self, stream: BinaryIO) -> bytes:
         pending = b""
         while not (end := _first_record_end(pending)):
-            data = self._read(stream)
+            data = b"" if len(pending) > MAX_HEADER_BYTES else self._read(stream)
             if not data:
                 end = len(pending)
                 break
@@ -352,7 +365,7 @@ def parse_chunk(chunk: Chunk, layout: Layout, counts: Counter | None = None) -> 
             continue
         note_id = fields[i_note].strip()
         subject = fields[i_subject].strip()
-        if not subject.isdigit() or not note_id or (numeric_id and not note_id.isdigit()):
+        if not is_id(subject) or not note_id or (numeric_id and not is_id(note_id)):
             yield Malformed(row, line0 + reader.line_num,
                             f"unparseable {layout.subject_id_name} or {layout.note_id_name}")
             continue

@@ -40,7 +40,8 @@ from tqdm import tqdm
 from clinical_t5x import shards
 from clinical_t5x.shards import FORMAT, MANIFEST, read_manifest
 from clinical_t5x.dedup import ResavedDuplicates
-from clinical_t5x.mimic import CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header, find_mimic4_files
+from clinical_t5x.mimic import (CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header,
+                                find_mimic4_files, is_id)
 from clinical_t5x.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
                                          split_of, worker_process)
 
@@ -58,7 +59,7 @@ def load_subject_ids(path: str | Path) -> frozenset[int]:
             value = line.split("#", 1)[0].strip()
             if not value:
                 continue
-            if not value.isdigit():
+            if not is_id(value):
                 raise ValueError(f"{path}:{number}: not a subject id (expected digits)")
             ids.add(int(value))
     return frozenset(ids)

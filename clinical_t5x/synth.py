@@ -471,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.notes < 1:
+        parser.error(f"--notes must be >= 1, got {args.notes}")
     paths = write_synthetic(args.out, args.notes, args.seed, progress=True)
     for source, path in paths.items():
         print(f"{source}: {path} ({path.stat().st_size} bytes)")

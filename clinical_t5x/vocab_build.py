@@ -26,7 +26,7 @@ import sentencepiece as spm
 import tensorflow as tf
 from tqdm import tqdm
 
-from clinical_t5x import deid, synth, tokenizer, vocab
+from clinical_t5x import deid, shards, synth, tokenizer, vocab
 
 # SentencePiece skips longer training lines; notes are split into lines, so this is generous.
 MAX_LINE_BYTES = 1 << 14
@@ -79,10 +79,9 @@ def train_spiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: i
 
 
 def _write_private(path: Path, data: bytes | str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-    path.chmod(0o600)
+    """Owner-only before any byte goes in, also when `path` exists with a looser mode."""
+    shards.create_private_file(path)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[str, Any] | None = None) -> Path:

@@ -200,3 +200,10 @@ def test_unknown_labels_never_record_note_shaped_text():
     text = "a [**Unmapped Field 12**] b [**pt said she fell at home on the stairs**] c [**x\x00y**]"
     assert deid.replace_mimic3(text, counts) == "a [MISC] b [MISC] c [MISC]"
     assert counts.unknown_labels == {"Unmapped Field": 1, "(unreadable label)": 2}
+
+
+def test_classification_does_not_depend_on_what_was_seen_before():
+    """The label cache is per process: a worker's output must not depend on its earlier notes."""
+    for text in ("[**March 3**] [**March 123456**]", "[**March 123456**] [**March 3**]"):
+        deid._cache.clear()
+        assert sorted(deid.replace_mimic3(text).split(" ")) == ["3", "March", "[MISC]"]

@@ -96,6 +96,14 @@ def test_missing_column_names_column_and_file(tmp_path):
         mimic.check_header(write(tmp_path / "empty.csv", b"", False), mimic.MIMIC3)
 
 
+def test_header_with_unbalanced_quote_is_an_error_not_a_whole_file_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(mimic, "MAX_HEADER_BYTES", 1000)
+    path = write(tmp_path / "m.csv", b'ROW_ID,"SUBJECT_ID\n' + b'1,2,"note"\n' * 500, False)
+    for read in (lambda: mimic.check_header(path, mimic.MIMIC3), lambda: list(mimic.RecordChunks(path, mimic.MIMIC3))):
+        with pytest.raises(ValueError, match="m.csv: no header line within the first 1000 bytes"):
+            read()
+
+
 def test_malformed_rows_are_reported_by_row_without_text(tmp_path):
     secret = "SYNTHETIC-SECRET-TEXT"
     data = csv_bytes([m3_row(1, 7, "fine"), m3_row(2, "x7", secret), m3_row("id", 7, secret)])
@@ -106,6 +114,13 @@ def test_malformed_rows_are_reported_by_row_without_text(tmp_path):
     assert [i.row for i in items] == [1, 2, 3, 4]
     assert "fields" in items[3].why and all(secret not in i.why for i in items[1:])
     assert reader.rows == 4 and reader.error is None
+
+
+def test_ids_that_int64_cannot_hold_are_malformed_not_a_crash(tmp_path):
+    rows = [m3_row(1, "\u00b2", "fine"), m3_row(2, "9" * 20, "fine"), m3_row(3, 2**63 - 1, "fine")]
+    items = list(mimic.NoteReader(write(tmp_path / "m.csv", csv_bytes(rows), False), mimic.MIMIC3))
+    assert [type(i).__name__ for i in items] == ["Malformed", "Malformed", "Note"]
+    assert items[2].subject_id == 2**63 - 1
 
 
 def test_truncated_gzip_keeps_rows_read_and_names_file(tmp_path):
@@ -168,3 +183,5 @@ def test_resaved_duplicates_keep_latest_storetime():
     assert ResavedDuplicates().losers() == frozenset()
     assert storetime_seconds("not a time") == -1
     assert storetime_seconds("2150-01-01 00:00:01") - storetime_seconds("2150-01-01 00:00:00") == 1
+    assert storetime_seconds("2150-01-01T02:00:00+02:00") == storetime_seconds("2150-01-01 00:00:00")
+    assert storetime_seconds("0001-01-01T00:00:00+05:00") == -1

@@ -179,3 +179,9 @@ def test_main_writes_the_files(tmp_path, capsys):
     assert synth.main(["--out", str(tmp_path / "cli"), "--notes", "20", "--seed", "3"]) == 0
     assert (tmp_path / "cli" / "note" / "radiology.csv.gz").exists()
     assert "NOTEEVENTS.csv.gz" in capsys.readouterr().out
+
+
+def test_cli_rejects_no_notes_with_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        synth.main(["--out", str(tmp_path / "cli"), "--notes", "0"])
+    assert exit_info.value.code == 2 and "--notes must be >= 1" in capsys.readouterr().err

@@ -4,10 +4,9 @@ import os
 import stat
 
 import pytest
-import tensorflow as tf
 from transformers import AutoTokenizer
 
-from clinical_t5x import deid, synth, tokenizer, vocab, vocab_build
+from clinical_t5x import deid, shards, synth, tokenizer, vocab, vocab_build
 
 
 def _notes(n=400, seed=3):
@@ -15,19 +14,13 @@ def _notes(n=400, seed=3):
 
 
 def _write_prepared(root, notes, num_shards):
-    """Notes as prepared training shards (CONTRACTS.md layout), round-robin over the shards."""
+    """Notes as prepared training shards (the `shards` layout), round-robin over the shards."""
     (root / "train").mkdir(parents=True)
-    writers = [tf.io.TFRecordWriter(str(root / "train" / f"mimic3-{k:05d}-of-{num_shards:05d}.tfrecord"))
+    writers = [shards.ShardWriter(root / "train" / shards.shard_name("mimic3", k, num_shards))
                for k in range(num_shards)]
+    encode = shards.ExampleEncoder()
     for row, text in enumerate(notes):
-        feature = {
-            "text": tf.train.Feature(bytes_list=tf.train.BytesList(value=[text.encode()])),
-            "note_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(row).encode()])),
-            "subject_id": tf.train.Feature(int64_list=tf.train.Int64List(value=[row])),
-            "source": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"mimic3"])),
-            "category": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"Nursing"])),
-        }
-        writers[row % num_shards].write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        writers[row % num_shards].write(encode(text.encode(), str(row).encode(), row, b"mimic3", b"Nursing"))
     for writer in writers:
         writer.close()
     return root
@@ -122,3 +115,11 @@ def test_build_synthetic_vocab(tmp_path):
     v = vocab.load(vocab_build.build_synthetic_vocab(tmp_path, vocab_size=300, seed=1))
     assert v.source == "synthetic" and v.num_pieces <= 300
     assert v.encode("[Name]") == [v.tag_ids["[Name]"]]
+
+
+def test_rewriting_a_looser_file_makes_it_owner_only_before_writing(tmp_path):
+    path = tmp_path / vocab.SPIECE_NAME
+    path.write_bytes(b"old")
+    path.chmod(0o644)
+    vocab_build._write_private(path, "new")
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o600
