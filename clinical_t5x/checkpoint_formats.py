@@ -279,11 +279,13 @@ def write_params_checkpoint(
         manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeSave(tree)}))
         manager.wait_until_finished()
     step_dir = out_dir / f"checkpoint_{step}"
-    _make_owner_only(step_dir)
+    make_owner_only(step_dir)
     return step_dir
 
 
-def _make_owner_only(root: Path) -> None:
+def make_owner_only(root: str | os.PathLike) -> None:
+    """chmod a written checkpoint tree to 0o700 dirs / 0o600 files: Orbax and tensorstore
+    create files with the process umask, and weights must stay owner-only when copied."""
     for dirpath, _, filenames in os.walk(root):
         os.chmod(dirpath, 0o700)
         for filename in filenames:

@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 import jax
@@ -35,11 +34,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from clinical_t5x.checkpoint_formats import COMMIT_MARKER, STATE_ITEM, make_owner_only
+
 log = logging.getLogger(__name__)
 
 STEP_PREFIX = "checkpoint"
-COMMIT_MARKER = "commit_success.txt"
-STATE_ITEM = "state"
 DATASET_ITEM = "dataset"
 _STEP_DIR = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
 # Checkpoints hold weights learned from credentialed notes: owner-only.
@@ -54,14 +53,26 @@ class DataIterator(Protocol):
     def restore(self, filename: epath.Path) -> None: ...
 
 
-def step_dir(model_dir: str | os.PathLike, step: int) -> Path:
+def model_path(model_dir: str | os.PathLike) -> epath.Path:
+    """MODEL_DIR as a path Orbax accepts: a local folder made absolute, a URL (`gs://...`)
+    kept as it is (pathlib would turn it into the local folder `gs:/...`, so the
+    checkpoints would die with the machine)."""
+    text = os.fspath(model_dir)
+    return epath.Path(text if "://" in text else os.path.abspath(text))
+
+
+def _is_local(path: epath.Path) -> bool:
+    return "://" not in os.fspath(path)
+
+
+def step_dir(model_dir: str | os.PathLike, step: int) -> epath.Path:
     """`MODEL_DIR/checkpoint_<step>` (t5x's name)."""
-    return Path(model_dir) / f"{STEP_PREFIX}_{step}"
+    return model_path(model_dir) / f"{STEP_PREFIX}_{step}"
 
 
 def is_complete(path: str | os.PathLike) -> bool:
     """True for a finalised checkpoint folder: final name, commit marker, state item."""
-    path = Path(path)
+    path = epath.Path(path)
     return bool(
         _STEP_DIR.match(path.name)
         and (path / COMMIT_MARKER).is_file()
@@ -71,7 +82,7 @@ def is_complete(path: str | os.PathLike) -> bool:
 
 def complete_steps(model_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete checkpoints in `model_dir`, ascending."""
-    model_dir = Path(model_dir)
+    model_dir = model_path(model_dir)
     if not model_dir.is_dir():
         return []
     steps = []
@@ -88,7 +99,7 @@ def latest_step(model_dir: str | os.PathLike) -> int | None:
     return steps[-1] if steps else None
 
 
-def set_aside_incomplete(model_dir: str | os.PathLike) -> list[Path]:
+def set_aside_incomplete(model_dir: str | os.PathLike) -> list[epath.Path]:
     """Renames step-named folders that lack the commit marker out of the step namespace.
 
     Such a folder would otherwise block the save of the same step when the run gets there
@@ -97,7 +108,7 @@ def set_aside_incomplete(model_dir: str | os.PathLike) -> list[Path]:
     which removes them when the manager opens.
     """
     moved = []
-    model_dir = Path(model_dir)
+    model_dir = model_path(model_dir)
     if not model_dir.is_dir() or jax.process_index() != 0:
         return moved
     for child in sorted(model_dir.iterdir()):
@@ -166,14 +177,16 @@ class Checkpointer:
 
     def __init__(self, model_dir: str | os.PathLike, *, keep: int | None = None,
                  use_async: bool = True, data_iterator: DataIterator | None = None):
-        self.model_dir = Path(model_dir).absolute()
+        self.model_dir = model_path(model_dir)
         if jax.process_index() == 0:
             self.model_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-            os.chmod(self.model_dir, DIR_MODE)
+            if _is_local(self.model_dir):  # object stores have no modes: bucket permissions
+                os.chmod(self.model_dir, DIR_MODE)
         set_aside_incomplete(self.model_dir)
         if jax.process_count() > 1:  # every host must see the same steps from here on
             multihost_utils.sync_global_devices("clinical_t5x.checkpoints:set_aside_incomplete")
         self._data_iterator = data_iterator
+        self._unsealed: list[int] = []  # steps saved here whose files are not yet owner-only
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep,
             step_prefix=STEP_PREFIX,
@@ -198,6 +211,7 @@ class Checkpointer:
         if self._data_iterator is not None:
             args[DATASET_ITEM] = DataIteratorArgs(self._data_iterator)
         self._manager.save(step, args=ocp.args.Composite(**args), force=True)
+        self._unsealed.append(step)
         if wait:
             self.wait_until_finished()
         return step
@@ -233,9 +247,17 @@ class Checkpointer:
         return None
 
     def wait_until_finished(self) -> None:
+        """Waits for pending writes, then makes the finished checkpoints' files owner-only
+        (Orbax leaves them to the umask; a copied folder must not expose the weights or the
+        data position)."""
         self._manager.wait_until_finished()
+        for step in self._unsealed if jax.process_index() == 0 else ():
+            path = step_dir(self.model_dir, step)
+            if _is_local(path) and path.is_dir():  # absent when `keep` already removed it
+                make_owner_only(path)
+        self._unsealed = []
 
     def close(self) -> None:
         """Waits for pending writes and releases Orbax's threads."""
-        self._manager.wait_until_finished()
+        self.wait_until_finished()
         self._manager.close()

@@ -36,7 +36,11 @@ def synthesize(out: Path, notes: int, seed: int) -> Path:
     from clinical_t5x import synth
 
     raw = out / "raw"
-    if not (raw / "NOTEEVENTS.csv.gz").is_file():
+    # write_synthetic writes its three files one by one (each atomically): all must exist, or
+    # a demo killed after the first would go on without the MIMIC-IV notes.
+    files = (raw / "NOTEEVENTS.csv.gz", raw / "note" / "discharge.csv.gz",
+             raw / "note" / "radiology.csv.gz")
+    if not all(path.is_file() for path in files):
         synth.write_synthetic(raw, notes=notes, seed=seed, progress=True)
     return raw
 

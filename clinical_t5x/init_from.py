@@ -30,14 +30,6 @@ VOCAB_PARAMS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(tree, Mapping) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
-
-
 def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
     out = {}
     for key, value in tree.items():

@@ -91,10 +91,6 @@ class Partitioner:
         return self.mesh.shape["model"]
 
     @property
-    def data_size(self) -> int:
-        return self.mesh.shape["data"]
-
-    @property
     def data_sharding(self) -> NamedSharding:
         """Sharding of a batch feature: leading (batch) axis split over `data`."""
         return NamedSharding(self.mesh, PartitionSpec("data"))

@@ -43,10 +43,17 @@ mkdir -p "$log_dir"
 log="$log_dir/$VARIANT-$ENGINE-$(hostname).log"
 pid_file="$log_dir/$VARIANT-$ENGINE.pid"
 # A run left over from a dropped ssh session would hold the TPU: stop it (by its own pid).
+# SIGTERM makes it checkpoint first, which can take minutes: wait until it has exited, so the
+# new run neither finds the TPU busy nor resumes from an older checkpoint.
 if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
-  echo "stopping the previous run (pid $(cat "$pid_file"))" | tee -a "$log"
-  kill "$(cat "$pid_file")" || true
-  sleep 10
+  old_pid="$(cat "$pid_file")"
+  echo "stopping the previous run (pid $old_pid)" | tee -a "$log"
+  kill "$old_pid" || true
+  for _ in $(seq 120); do kill -0 "$old_pid" 2>/dev/null || break; sleep 5; done
+  if kill -0 "$old_pid" 2>/dev/null; then
+    echo "worker_train.sh: previous run (pid $old_pid) still running after 10 minutes" | tee -a "$log" >&2
+    exit 1
+  fi
 fi
 echo "=== $(date -u +%FT%TZ) start on $(hostname): ${cmd[*]}" >>"$log"
 cd "$SRC"

@@ -58,6 +58,11 @@ def test_t5x_layout_round_trip_sharded_and_owner_only(tmp_path):
     assert checkpoints.latest_step(model_dir) == 7
     for path in [model_dir, step_dir, step_dir / "state"]:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o700, path
+    for root, dirs, files in os.walk(step_dir):  # every file Orbax wrote, whatever the umask
+        for name in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o700, name
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o600, name
 
     # The parameters sit under "target", optimizer state under state/param_states (t5x).
     from clinical_t5x import checkpoint_formats
@@ -153,3 +158,11 @@ def test_damaged_checkpoints_only_is_an_error_not_a_silent_restart(tmp_path):
             f.write_bytes(b"damaged")
     with pytest.raises(RuntimeError, match="checkpoint_2"):
         checkpoints.Checkpointer(model_dir).restore(_state(0))
+
+
+def test_model_dir_urls_stay_urls_and_local_folders_become_absolute(tmp_path, monkeypatch):
+    # pathlib would make gs://b/m the local folder ./gs:/b/m: checkpoints lost with the VM.
+    assert os.fspath(checkpoints.model_path("gs://b/runs/m")) == "gs://b/runs/m"
+    assert os.fspath(checkpoints.step_dir("gs://b/runs/m", 5)) == "gs://b/runs/m/checkpoint_5"
+    monkeypatch.chdir(tmp_path)
+    assert os.fspath(checkpoints.model_path("m")) == os.fspath(tmp_path / "m")
