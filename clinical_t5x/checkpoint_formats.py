@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from clinical_t5x import owner_only
+
 STATE_ITEM = "state"  # t5x's Orbax item holding the train state
 MSGPACK_FILE = "checkpoint"  # t5x's legacy msgpack file inside checkpoint_<step>/
 ORBAX_MARKERS = ("_METADATA", "manifest.ocdbt", "_sharding")
@@ -264,9 +266,7 @@ def write_params_checkpoint(
     looks complete. Files are owner-only: imported weights may be licensed."""
     import orbax.checkpoint as ocp
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    out_dir = owner_only.make_dir(out_dir)
     if (out_dir / f"checkpoint_{step}").exists():
         raise FileExistsError(f"{out_dir / f'checkpoint_{step}'} already exists; choose an empty --out")
     tree = {
@@ -279,14 +279,6 @@ def write_params_checkpoint(
         manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeSave(tree)}))
         manager.wait_until_finished()
     step_dir = out_dir / f"checkpoint_{step}"
-    make_owner_only(step_dir)
+    owner_only.restrict_tree(step_dir)
     return step_dir
 
-
-def make_owner_only(root: str | os.PathLike) -> None:
-    """chmod a written checkpoint tree to 0o700 dirs / 0o600 files: Orbax and tensorstore
-    create files with the process umask, and weights must stay owner-only when copied."""
-    for dirpath, _, filenames in os.walk(root):
-        os.chmod(dirpath, 0o700)
-        for filename in filenames:
-            os.chmod(os.path.join(dirpath, filename), 0o600)

@@ -34,15 +34,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from clinical_t5x.checkpoint_formats import COMMIT_MARKER, STATE_ITEM, make_owner_only
+from clinical_t5x import owner_only
+from clinical_t5x.checkpoint_formats import COMMIT_MARKER, STATE_ITEM
 
 log = logging.getLogger(__name__)
 
 STEP_PREFIX = "checkpoint"
 DATASET_ITEM = "dataset"
 _STEP_DIR = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
-# Checkpoints hold weights learned from credentialed notes: owner-only.
-DIR_MODE = 0o700
 
 
 class DataIterator(Protocol):
@@ -179,9 +178,9 @@ class Checkpointer:
                  use_async: bool = True, data_iterator: DataIterator | None = None):
         self.model_dir = model_path(model_dir)
         if jax.process_index() == 0:
-            self.model_dir.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            self.model_dir.mkdir(parents=True, exist_ok=True, mode=owner_only.DIR_MODE)
             if _is_local(self.model_dir):  # object stores have no modes: bucket permissions
-                os.chmod(self.model_dir, DIR_MODE)
+                os.chmod(self.model_dir, owner_only.DIR_MODE)
         set_aside_incomplete(self.model_dir)
         if jax.process_count() > 1:  # every host must see the same steps from here on
             multihost_utils.sync_global_devices("clinical_t5x.checkpoints:set_aside_incomplete")
@@ -192,7 +191,7 @@ class Checkpointer:
             step_prefix=STEP_PREFIX,
             cleanup_tmp_directories=True,
             enable_async_checkpointing=use_async,
-            file_options=ocp.options.FileOptions(path_permission_mode=DIR_MODE),
+            file_options=ocp.options.FileOptions(path_permission_mode=owner_only.DIR_MODE),
         )
         items = (STATE_ITEM, DATASET_ITEM) if data_iterator is not None else (STATE_ITEM,)
         self._manager = ocp.CheckpointManager(self.model_dir, options=options, item_names=items)
@@ -254,7 +253,7 @@ class Checkpointer:
         for step in self._unsealed if jax.process_index() == 0 else ():
             path = step_dir(self.model_dir, step)
             if _is_local(path) and path.is_dir():  # absent when `keep` already removed it
-                make_owner_only(path)
+                owner_only.restrict_tree(path)
         self._unsealed = []
 
     def close(self) -> None:

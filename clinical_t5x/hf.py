@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from clinical_t5x import checkpoint_formats, model_card
+from clinical_t5x import checkpoint_formats, model_card, owner_only
 
 TOKENIZER_FILES = (
     "spiece.model",
@@ -303,8 +303,7 @@ def write_safetensors(
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data start to 8 bytes
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
+    with owner_only.open_file(tmp) as out:
         out.write(len(encoded).to_bytes(8, "little"))
         out.write(encoded)
         for name, shape, dtype in progress(specs):
@@ -328,13 +327,11 @@ def _progress(desc: str) -> Callable[[Iterable], Iterable]:
 def _make_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"output folder {out_dir} is not empty; choose a new --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    owner_only.make_dir(out_dir)
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
+    with owner_only.open_file(path, "w") as out:
         json.dump(obj, out, indent=2, sort_keys=True)
         out.write("\n")
 
@@ -425,8 +422,7 @@ def export(
     _write_json(out_dir / "generation_config.json", {
         "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0})
     card = model_card.render(config, str(reader.step_dir), str(vocab_dir), out_dir.name)
-    fd = os.open(out_dir / "README.md", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
+    with owner_only.open_file(out_dir / "README.md", "w") as out:
         out.write(card)
     for path in out_dir.iterdir():
         os.chmod(path, 0o600)

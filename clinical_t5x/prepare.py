@@ -37,7 +37,7 @@ from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
-from clinical_t5x import shards
+from clinical_t5x import owner_only, shards
 from clinical_t5x.shards import FORMAT, MANIFEST, read_manifest
 from clinical_t5x.dedup import ResavedDuplicates
 from clinical_t5x.mimic import (CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header,
@@ -244,11 +244,6 @@ def _inputs(mimic3: str | Path | None, mimic4_dir: str | Path | None) -> dict[Sc
     return found
 
 
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True, mode=shards.DIR_MODE)
-    os.chmod(path, shards.DIR_MODE)
-
-
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     """Creates OUT owner-only; an earlier output is replaced only with `overwrite`."""
     if out.is_dir() and any(out.iterdir()):
@@ -257,9 +252,9 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         (out / MANIFEST).unlink(missing_ok=True)  # first: a half-replaced OUT must look unfinished
         for split in shards.SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
-    _private_dir(out)
+    owner_only.make_dir(out)
     for split in shards.SPLITS:
-        _private_dir(out / split)
+        owner_only.make_dir(out / split)
 
 
 def _casefold_set(values: Iterable[str] | None) -> frozenset[str] | None:
@@ -326,8 +321,8 @@ def _manifest(config: WorkerConfig, inputs: dict[str, RecordChunks], results: li
 
 def _write_json_private(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    shards.create_private_file(tmp)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    with owner_only.open_file(tmp, "w") as f:
+        f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
     os.replace(tmp, path)
 
 

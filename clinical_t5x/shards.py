@@ -13,11 +13,11 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from clinical_t5x import owner_only
+
 SPLITS: tuple[str, ...] = ("train", "validation")
 FORMAT = "clinical_t5x.prepared/1"
 MANIFEST = "manifest.json"
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 
 
 def shard_name(source: str, shard: int, num_shards: int) -> str:
@@ -78,21 +78,12 @@ class ExampleEncoder:
         return self._example.SerializeToString(deterministic=True)
 
 
-def create_private_file(path: Path) -> None:
-    """Creates (or truncates) `path` readable by its owner only, before any data goes in."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)
-    finally:
-        os.close(fd)
-
-
 class ShardWriter:
     """One TFRecord shard, created owner-only; `write` takes serialised Examples."""
 
     def __init__(self, path: Path):
         self.path = path
-        create_private_file(path)
+        owner_only.create_file(path)
         self._writer = _tf().io.TFRecordWriter(str(path))
 
     def write(self, record: bytes) -> None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from clinical_t5x import owner_only
+
 MIMIC3_COLUMNS = (
     "ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
     "DESCRIPTION", "CGID", "ISERROR", "TEXT",
@@ -385,9 +387,7 @@ def _mimic4_lines(rows: Iterator[tuple]) -> Iterator[str]:
 def _write_gzip(path: Path, lines: Iterator[str], progress: tqdm | None) -> None:
     """Owner-only, byte-deterministic (mtime 0, fixed name), atomic (temp file + rename)."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with open(fd, "wb") as raw, gzip.GzipFile(
+    with owner_only.open_file(tmp) as raw, gzip.GzipFile(
         path.stem, "wb", compresslevel=6, fileobj=raw, mtime=0
     ) as gz:
         chunk: list[str] = []
@@ -413,8 +413,8 @@ def _make_private_dirs(path: Path) -> None:
     (`--out .` must not lock the user out of their own folder); the files are 0o600 anyway."""
     for folder in reversed([path, *path.parents]):
         if not folder.exists():
-            folder.mkdir(mode=0o700, exist_ok=True)
-            os.chmod(folder, 0o700)  # mkdir's mode is filtered by the umask
+            folder.mkdir(mode=owner_only.DIR_MODE, exist_ok=True)
+            os.chmod(folder, owner_only.DIR_MODE)  # mkdir's mode is filtered by the umask
 
 
 def write_synthetic(

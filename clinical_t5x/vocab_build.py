@@ -26,7 +26,7 @@ import sentencepiece as spm
 import tensorflow as tf
 from tqdm import tqdm
 
-from clinical_t5x import deid, shards, synth, tokenizer, vocab
+from clinical_t5x import deid, owner_only, synth, tokenizer, vocab
 
 # SentencePiece skips longer training lines; notes are split into lines, so this is generous.
 MAX_LINE_BYTES = 1 << 14
@@ -37,11 +37,6 @@ MAX_TRAINING_LINES = 10_000_000
 TRAINING_THREADS = 16
 TRAIN_SPLIT = "train"
 _TAG_RE = re.compile("|".join(re.escape(t) for t in sorted(deid.TAGS, key=len, reverse=True)))
-
-
-def _private_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
 
 
 def training_lines(texts: Iterable[str]) -> Iterator[str]:
@@ -59,7 +54,7 @@ def train_spiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: i
 
     `verbose` shows SentencePiece's own progress log (sizes and EM objective, never text)."""
     out = Path(out_dir)
-    _private_dir(out)
+    owner_only.make_dir(out)
     spm.set_random_generator_seed(seed)
     model = io.BytesIO()
     try:
@@ -80,15 +75,15 @@ def train_spiece(texts: Iterable[str], out_dir: str | os.PathLike, vocab_size: i
 
 def _write_private(path: Path, data: bytes | str) -> None:
     """Owner-only before any byte goes in, also when `path` exists with a looser mode."""
-    shards.create_private_file(path)
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    with owner_only.open_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
 
 
 def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[str, Any] | None = None) -> Path:
     """Complete a folder holding ``spiece.model``: quantise its scores (see `clinical_t5x.vocab`),
     add the HF tokenizer files and ``clinical_vocab.json``."""
     out = Path(out_dir)
-    _private_dir(out)
+    owner_only.make_dir(out)
     spiece = out / vocab.SPIECE_NAME
     proto = tokenizer.read_spiece(spiece)
     spec = proto.trainer_spec
@@ -127,7 +122,7 @@ def from_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     if not source.is_file():
         raise FileNotFoundError(f"{source} is missing: --from-hf needs a T5 folder with its SentencePiece model")
     out = Path(out_dir)
-    _private_dir(out)
+    owner_only.make_dir(out)
     _write_private(out / vocab.SPIECE_NAME, source.read_bytes())
     return write_vocab_folder(out, "huggingface", {"origin": Path(hf_dir).resolve().name})
 
