@@ -32,6 +32,13 @@ def shard_pattern(out_dir: str | Path, split: str, source: str) -> str:
     return os.path.join(str(out_dir), split, f"{source}-*.tfrecord")
 
 
+def text_features() -> dict:
+    """The `tf.io.parse_example` spec of what readers of prepared shards need: text and id."""
+    tf = _tf()
+    return {"text": tf.io.FixedLenFeature([], tf.string),
+            "note_id": tf.io.FixedLenFeature([], tf.string)}
+
+
 def read_manifest(out_dir: str | Path) -> dict:
     """The manifest of a prepared dir (local or `gs://`); a clear error when it is missing."""
     gfile = _tf().io.gfile

@@ -26,7 +26,7 @@ import sentencepiece as spm
 import tensorflow as tf
 from tqdm import tqdm
 
-from clinical_t5x import deid, owner_only, synth, tokenizer, vocab
+from clinical_t5x import deid, owner_only, shards, synth, tokenizer, vocab
 
 # SentencePiece skips longer training lines; notes are split into lines, so this is generous.
 MAX_LINE_BYTES = 1 << 14
@@ -133,8 +133,9 @@ def _sample_key(seed: int, shard_name: str, note_id: bytes) -> bytes:
 
 
 def _manifest_train_notes(prepared_dir: Path) -> int | None:
+    """The progress bar's total; unknown (None) rather than an error when the manifest is."""
     try:
-        manifest = json.loads((prepared_dir / "manifest.json").read_text())
+        manifest = shards.read_manifest(prepared_dir)
         return sum(int(v["notes"]) for v in manifest["kept"][TRAIN_SPLIT].values())
     except (OSError, KeyError, TypeError, ValueError):
         return None
@@ -156,7 +157,7 @@ def sample_prepared_notes(prepared_dir: str | os.PathLike, sample_notes: int, se
     files = sorted((root / TRAIN_SPLIT).glob("*.tfrecord"))
     if not files:
         raise FileNotFoundError(f"no training shards: expected {root / TRAIN_SPLIT}/<source>-*.tfrecord")
-    features = {"text": tf.io.FixedLenFeature([], tf.string), "note_id": tf.io.FixedLenFeature([], tf.string)}
+    features = shards.text_features()
     heap: list[tuple[int, str]] = []  # the kept notes, keyed by minus their hash (a max-heap)
     with tqdm(total=_manifest_train_notes(root), desc="sampling notes", unit="note", file=sys.stderr) as bar:
         for path in files:

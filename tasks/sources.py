@@ -18,7 +18,7 @@ from clinical_t5x import shards
 
 DATA_DIR_ENV = "CLINICAL_T5X_DATA_DIR"
 SOURCES = ("mimic3", "mimic4_discharge", "mimic4_radiology")
-FEATURES = {"text": tf.io.FixedLenFeature([], tf.string), "note_id": tf.io.FixedLenFeature([], tf.string)}
+FEATURES = shards.text_features()
 
 
 @gin.configurable(module="clinical_t5x.tasks")
