@@ -35,7 +35,9 @@ def _rss_kib(field: str) -> int:
 
 def make_inputs(size: str, workdir: Path) -> None:
     """Child process: random checkpoint + synthetic vocabulary (their memory is not measured)."""
-    from clinical_t5x import checkpoint_formats, hf, vocab_build
+    from clinical_t5x.train import checkpoint_formats
+    from clinical_t5x.hf import convert as hf
+    from clinical_t5x.text import vocab_build
 
     dims = hf.Dims(vocab_size=32128, num_buckets=32, gated=True, tied=False, **SIZES[size])
     checkpoint_formats.write_params_checkpoint(hf.random_params(dims, seed=0), workdir / "model")
@@ -47,7 +49,9 @@ def measure(workdir: Path) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from clinical_t5x import checkpoint_formats, hf
+    from clinical_t5x.train import checkpoint_formats
+
+    from clinical_t5x.hf import convert as hf
 
     AutoTokenizer.from_pretrained(workdir / "vocab")  # the tokenizer check's fixed cost
 

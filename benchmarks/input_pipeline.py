@@ -28,16 +28,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import seqio  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from clinical_t5x import shards  # noqa: E402
+from clinical_t5x.data import shards  # noqa: E402
 from clinical_t5x.tasks import PREPROCESSORS, output_features, sources  # noqa: E402
-from clinical_t5x.vocab import load  # noqa: E402
+from clinical_t5x.text.vocab import load  # noqa: E402
 
 STAGES = ("read", "tokenize", "corrupt", "pack")
 
 
 def build_synthetic(root: Path, notes: int, vocab_size: int) -> tuple[str, str]:
     """A prepared synthetic corpus and a vocabulary trained on it, in `root`."""
-    from clinical_t5x import prepare, synth, vocab_build  # noqa: PLC0415
+    from clinical_t5x.data import prepare, synth  # noqa: PLC0415
+    from clinical_t5x.text import vocab_build
 
     raw = synth.write_synthetic(root / "raw", notes=notes, seed=0)
     prepare.run(mimic3=raw["mimic3"], mimic4_dir=root / "raw" / "note", out=root / "prepared",

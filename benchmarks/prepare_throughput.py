@@ -4,7 +4,7 @@ End to end means everything `clinical-t5x prepare` does: read the .csv.gz files,
 MIMIC-III duplicate key pass, CSV parsing, DEID replacement, Example encoding and shard
 writing, plus start-up (TensorFlow's import: in this process for --workers 1, once in the
 fork server otherwise). The corpus is the package's own synthetic MIMIC look-alike
-(`clinical_t5x.synth.write_synthetic`), generated once into a cache directory and reused.
+(`clinical_t5x.data.synth.write_synthetic`), generated once into a cache directory and reused.
 MB = 10**6 bytes of UTF-8 note text in the input files.
 
 Besides wall-clock rates it prints CPU seconds (the reading process; each worker process),
@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from clinical_t5x import prepare, synth
+from clinical_t5x.data import prepare, synth
 
 MB = 1e6
 _TEXT_COLUMN = {"mimic3": "TEXT", "mimic4_discharge": "text", "mimic4_radiology": "text"}

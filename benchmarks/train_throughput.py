@@ -51,7 +51,7 @@ def peak_rss_gb() -> float:
 
 def model_config(args: argparse.Namespace):
     """(T5Config, batch, inputs_length, targets_length) from --size or --gin_file."""
-    from clinical_t5x import network
+    from clinical_t5x.model import network
 
     if args.gin_file:
         import gin
@@ -116,12 +116,12 @@ def _timed_steps(run_step, sync, warmup: int, steps: int) -> dict[str, float]:
 
 
 def jax_worker(args: argparse.Namespace) -> dict:
-    from clinical_t5x import runtime
+    from clinical_t5x.train import runtime
 
     runtime.configure_cpu_runtime()
     import jax
 
-    from clinical_t5x import network, optim, partitioning, steps
+    from clinical_t5x.model import network, optim, partitioning, steps
 
     if args.dtype is None and jax.default_backend() != "cpu":
         args.dtype = "bfloat16"

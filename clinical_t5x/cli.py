@@ -12,12 +12,12 @@ import sys
 
 # name -> (module:function taking argv, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("clinical_t5x.synth:main", "write synthetic MIMIC-III/IV note files"),
-    "prepare": ("clinical_t5x.prepare:main", "raw MIMIC CSVs -> DEID-normalised TFRecord shards"),
-    "vocab": ("clinical_t5x.vocab_build:main", "build a vocabulary folder (SentencePiece + tags)"),
-    "train": ("clinical_t5x.train:main", "train with the built-in JAX trainer (t5x flags)"),
-    "export": ("clinical_t5x.hf:export_main", "t5x-layout checkpoint -> Hugging Face folder"),
-    "import-hf": ("clinical_t5x.hf:import_main", "Hugging Face T5 folder -> checkpoint"),
+    "synth": ("clinical_t5x.data.synth:main", "write synthetic MIMIC-III/IV note files"),
+    "prepare": ("clinical_t5x.data.prepare:main", "raw MIMIC CSVs -> DEID-normalised TFRecord shards"),
+    "vocab": ("clinical_t5x.text.vocab_build:main", "build a vocabulary folder (SentencePiece + tags)"),
+    "train": ("clinical_t5x.train.trainer:main", "train with the built-in JAX trainer (t5x flags)"),
+    "export": ("clinical_t5x.hf.convert:export_main", "t5x-layout checkpoint -> Hugging Face folder"),
+    "import-hf": ("clinical_t5x.hf.convert:import_main", "Hugging Face T5 folder -> checkpoint"),
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
 }
 

@@ -33,7 +33,7 @@ HF_INSTALL_HINT = "pip install -e '.[hf]'"
 
 def synthesize(out: Path, notes: int, seed: int) -> Path:
     """Synthetic MIMIC look-alike files under `out/raw`."""
-    from clinical_t5x import synth
+    from clinical_t5x.data import synth
 
     raw = out / "raw"
     # write_synthetic writes its three files one by one (each atomically): all must exist, or
@@ -47,7 +47,7 @@ def synthesize(out: Path, notes: int, seed: int) -> Path:
 
 def prepare_notes(out: Path, raw: Path) -> Path:
     """Prepared shards under `out/prepared` (the `clinical-t5x prepare` step)."""
-    from clinical_t5x import prepare
+    from clinical_t5x.data import prepare
 
     prepared = out / "prepared"
     if not (prepared / "manifest.json").is_file():
@@ -59,7 +59,7 @@ def prepare_notes(out: Path, raw: Path) -> Path:
 
 def build_vocabulary(out: Path, prepared: Path, vocab_size: int, seed: int) -> Path:
     """A cased vocabulary trained on the prepared notes, under `out/vocab`."""
-    from clinical_t5x import vocab, vocab_build
+    from clinical_t5x.text import vocab, vocab_build
 
     directory = out / "vocab"
     if not (directory / vocab.CONFIG_NAME).is_file():
@@ -74,7 +74,9 @@ def train_model(out: Path, prepared: Path, vocabulary_dir: Path, steps: int,
     `out/model` holds checkpoints). Returns the trainer's `TrainResult`."""
     import gin
 
-    from clinical_t5x import train, vocab
+    from clinical_t5x.train import trainer as train
+
+    from clinical_t5x.text import vocab
 
     model_vocab_size = vocab.load(vocabulary_dir).model_vocab_size
     bindings = [
@@ -87,7 +89,7 @@ def train_model(out: Path, prepared: Path, vocabulary_dir: Path, steps: int,
         *(extra_bindings or []),
     ]
     gin.clear_config()
-    train.configure_gin(["builtin/tiny.gin"], bindings, [])
+    train.configure_gin(["gin/builtin/tiny.gin"], bindings, [])
     return train.train()
 
 
@@ -95,7 +97,8 @@ def export_model(out: Path, model_dir: Path, vocabulary_dir: Path) -> Path:
     """The newest checkpoint as an HF folder `out/hf`. Skipped when the folder's model card
     already names that checkpoint (export writes the card last); a partial or older export is
     replaced, so a resumed, longer run exports its new checkpoint."""
-    from clinical_t5x import checkpoint_formats, hf
+    from clinical_t5x.train import checkpoint_formats
+    from clinical_t5x.hf import convert as hf
 
     directory = out / "hf"
     step_dir = checkpoint_formats.resolve_step_dir(model_dir)
@@ -124,7 +127,7 @@ def show_fill_in(hf_dir: Path, model_dir: Path, seed: int):
         print(f"torch is not installed: `{HF_INSTALL_HINT}` to see the model fill in a note",
               file=sys.stderr)
         return None
-    from clinical_t5x import fill_in
+    from clinical_t5x.hf import fill_in
 
     result = fill_in.fill_in(hf_dir, model_dir, seed)
     print(fill_in.report(result, hf_dir), file=sys.stderr)
@@ -173,7 +176,7 @@ def _metrics_summary(result) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clinical_t5x import runtime
+    from clinical_t5x.train import runtime
 
     runtime.configure_cpu_runtime()  # before anything heavy: it may re-execute the process
     parser = argparse.ArgumentParser(prog="clinical-t5x demo", description=__doc__.split("\n")[0])
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab_size", type=int, default=VOCAB_SIZE)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from clinical_t5x import train
+    from clinical_t5x.train import trainer as train
 
     train.setup_logging()
     os.umask(0o077)  # every stage's output derives from (synthetic stand-ins for) notes

@@ -6,7 +6,7 @@
 # usage: worker_train.sh ENGINE VARIANT MODEL_DIR PRESET [GIN_NAME=VALUE ...]
 #   ENGINE t5x|builtin; PRESET a gin/partitioning/ name or 'none'.
 # Set CLINICAL_T5X_WORKER_DRY_RUN=1 to print the trainer command instead of running it, and
-# T5X_ROOT to the folder holding the t5x package to skip looking it up.
+# T5X_ROOT to skip checking that t5x imports.
 set -euo pipefail
 
 [[ $# -ge 4 ]] || { sed -n '6,7p' "$0" >&2; exit 2; }
@@ -16,19 +16,21 @@ ENGINE="$1" VARIANT="$2" MODEL_DIR="$3" PRESET="$4"
 shift 4
 
 gin_files=()
+# Gin files name each other from the project root (gin/README.md), so both trainers run from
+# $SRC with no search-path flag; t5x searches the folder holding its own package by itself.
+cd "$SRC"
 case "$ENGINE" in
   t5x)
-    # t5x's own gin files include paths relative to the folder that holds the t5x package.
-    t5x_root="${T5X_ROOT:-$(python3 -c 'import os, t5x; print(os.path.dirname(os.path.dirname(t5x.__file__)))')}" ||
+    [[ -n "${T5X_ROOT:-}" ]] || python3 -c 'import t5x' 2>/dev/null ||
       { echo "worker_train.sh: t5x is not installed here (launch/tpu.sh setup --with-t5x)" >&2; exit 2; }
-    cmd=(python3 -m t5x.train "--gin_search_paths=$SRC/gin,$t5x_root" --alsologtostderr)
-    gin_files+=("clinical_$VARIANT.gin") ;;
+    cmd=(python3 -m t5x.train --alsologtostderr)
+    gin_files+=("gin/clinical_$VARIANT.gin") ;;
   builtin)
-    cmd=(python3 -m clinical_t5x.train "--gin_search_paths=$SRC/gin")
-    gin_files+=("builtin/$VARIANT.gin") ;;
+    cmd=(python3 -m clinical_t5x.train)
+    gin_files+=("gin/builtin/$VARIANT.gin") ;;
   *) echo "worker_train.sh: ENGINE must be t5x or builtin, not '$ENGINE'" >&2; exit 2 ;;
 esac
-[[ "$PRESET" == none ]] || gin_files+=("partitioning/$PRESET.gin")
+[[ "$PRESET" == none ]] || gin_files+=("gin/partitioning/$PRESET.gin")
 for f in "${gin_files[@]}"; do cmd+=("--gin_file=$f"); done
 cmd+=("--gin.MODEL_DIR='$MODEL_DIR'")
 for binding in "$@"; do cmd+=("--gin.$binding"); done

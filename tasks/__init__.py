@@ -18,8 +18,9 @@ import functools
 
 import seqio
 
-from clinical_t5x import span_corruption
-from clinical_t5x.tasks import sources, synthetic
+from clinical_t5x.text import span_corruption
+from clinical_t5x.data import synthetic_default
+from clinical_t5x.tasks import sources
 from clinical_t5x.tasks.sources import data_dir
 from clinical_t5x.tasks.vocabularies import LazyVocabulary, vocabulary_for
 
@@ -56,7 +57,7 @@ def _register() -> None:
     seqio.MixtureRegistry.remove(MIXTURE)
     seqio.MixtureRegistry.add(
         MIXTURE, [(name, sources.manifest_bytes_rate(data_dir, source)) for source, name in TASKS.items()])
-    _register_task(SYNTHETIC_TASK, sources.PreparedShards(synthetic.prepared_dir, sources.SOURCES),
+    _register_task(SYNTHETIC_TASK, sources.PreparedShards(synthetic_default.prepared_dir, sources.SOURCES),
                    LazyVocabulary(functools.partial(vocabulary_for, "synthetic"), "synthetic"))
 
 

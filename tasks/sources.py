@@ -14,7 +14,7 @@ import gin
 import seqio
 import tensorflow as tf
 
-from clinical_t5x import shards
+from clinical_t5x.data import shards
 
 DATA_DIR_ENV = "CLINICAL_T5X_DATA_DIR"
 SOURCES = ("mimic3", "mimic4_discharge", "mimic4_radiology")

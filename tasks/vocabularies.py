@@ -18,8 +18,8 @@ import gin
 import seqio
 import tensorflow as tf
 
-from clinical_t5x import vocab as vocab_lib
-from clinical_t5x.tasks import synthetic
+from clinical_t5x.text import vocab as vocab_lib
+from clinical_t5x.data import synthetic_default
 
 VOCAB_DIR_ENV = "CLINICAL_T5X_VOCAB_DIR"
 NAMES = ("t5", "mimic_cased", "mimic_lower", "synthetic")
@@ -70,7 +70,7 @@ def vocabulary_for(variant_vocab: str | None = None) -> vocab_lib.ClinicalVocabu
     """
     name = variant_vocab or _bound_macro()
     if name == "synthetic":
-        return vocab_lib.load(synthetic.vocab_dir())  # built on first use
+        return vocab_lib.load(synthetic_default.vocab_dir())  # built on first use
     if name is None:
         root = os.environ.get(VOCAB_DIR_ENV)
         if not root or not _is_vocab_folder(root):

@@ -18,8 +18,8 @@ import pytest
 import tensorstore as ts
 from flax import serialization
 
-from clinical_t5x import checkpoint_formats as cf
-from clinical_t5x import hf
+from clinical_t5x.train import checkpoint_formats as cf
+from clinical_t5x.hf import convert as hf
 
 DIMS = hf.Dims(vocab_size=256, d_model=16, d_kv=4, d_ff=24, num_heads=2, num_layers=2,
                num_decoder_layers=1, num_buckets=32, gated=True, tied=False)
@@ -119,7 +119,7 @@ def test_model_dir_picks_newest_complete_step(tmp_path, params):
 
 def test_reads_our_trainer_checkpoints(tmp_path, params):
     """Helper F's Checkpointer writes the layout the exporter reads."""
-    checkpoints = pytest.importorskip("clinical_t5x.checkpoints")
+    checkpoints = pytest.importorskip("clinical_t5x.train.checkpoints")
     import flax.struct
     import jax
     import jax.numpy as jnp
@@ -151,7 +151,7 @@ def test_write_params_checkpoint_layout(tmp_path, params):
         assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode) == 0o600
-    checkpoints = pytest.importorskip("clinical_t5x.checkpoints")
+    checkpoints = pytest.importorskip("clinical_t5x.train.checkpoints")
     assert checkpoints.latest_step(tmp_path / "init") == 0
     with pytest.raises(FileExistsError, match="checkpoint_0"):
         cf.write_params_checkpoint(params, tmp_path / "init")

@@ -12,7 +12,7 @@ from clu.data.dataset_iterator import TfDatasetIterator
 from flax import struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from clinical_t5x import checkpoints
+from clinical_t5x.train import checkpoints
 
 
 @struct.dataclass
@@ -65,7 +65,7 @@ def test_t5x_layout_round_trip_sharded_and_owner_only(tmp_path):
             assert stat.S_IMODE(os.stat(os.path.join(root, name)).st_mode) == 0o600, name
 
     # The parameters sit under "target", optimizer state under state/param_states (t5x).
-    from clinical_t5x import checkpoint_formats
+    from clinical_t5x.train import checkpoint_formats
     params = checkpoint_formats.read_params(step_dir)
     np.testing.assert_array_equal(params["token_embedder"]["embedding"],
                                   np.asarray(state.params["token_embedder"]["embedding"]))

@@ -4,7 +4,7 @@ import pickle
 
 import pytest
 
-from clinical_t5x import deid
+from clinical_t5x.data import deid
 
 # Real MIMIC-III label spellings (several per family) -> expected replacement.
 MIMIC3_CASES = [

@@ -8,7 +8,11 @@ import stat
 import gin
 import pytest
 
-from clinical_t5x import checkpoints, demo, fill_in
+from clinical_t5x.train import checkpoints
+
+from clinical_t5x import demo
+
+from clinical_t5x.hf import fill_in
 
 SMALL_MODEL = [
     "BATCH_SIZE=8",

@@ -3,7 +3,9 @@
 
 import pytest
 
-from clinical_t5x import fill_in, vocab_build
+from clinical_t5x.hf import fill_in
+
+from clinical_t5x.text import vocab_build
 
 
 @pytest.fixture(scope="module")

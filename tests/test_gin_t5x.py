@@ -1,4 +1,6 @@
-"""gin/clinical_*.gin with real t5x (`python -m t5x.train`).
+"""gin/clinical_*.gin with real t5x, run as the design card writes it: from the project root,
+`python -m t5x.train --gin_file=gin/clinical_<variant>.gin [--gin_file=gin/partitioning/...]`
+with no search-path flag, and from another folder with `--gin_search_paths=PROJECT_ROOT`.
 
 Full-size configs resolve to each variant's settings; each variant shrunk to tiny sizes trains
 a few steps on the synthetic task (base and sci from an imported checkpoint), the scratch run
@@ -21,11 +23,11 @@ import pytest
 
 pytestmark = [
     pytest.mark.t5x,
+    pytest.mark.slow,
     pytest.mark.skipif(importlib.util.find_spec("t5x") is None, reason="t5x is not importable"),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-GIN = ROOT / "gin"
 VARIANTS = ("base", "sci", "scratch", "large")
 WITH_INIT = ("base", "sci")
 
@@ -57,13 +59,14 @@ from t5x.train import train  # noqa: F401
 import gin
 from t5x import gin_utils, utils
 from t5x.examples.t5 import network
+from t5x.train import _DEFAULT_GIN_SEARCH_PATHS  # what `python -m t5x.train` always adds
 MACROS = ["BATCH_SIZE", "TASK_FEATURE_LENGTHS", "TRAIN_STEPS", "WARMUP_STEPS", "LEARNING_RATE",
           "DROPOUT_RATE", "DATA_SEED", "RANDOM_SEED", "NUM_PARTITIONS", "NUM_MICROBATCHES",
           "MIXTURE_OR_TASK_NAME", "VOCABULARY", "USE_CACHED_TASKS"]
 out = []
 for search_paths, files, bindings in json.loads(sys.argv[1]):
     gin.clear_config()
-    gin_utils.parse_gin_flags(search_paths, files, bindings)
+    gin_utils.parse_gin_flags(search_paths + _DEFAULT_GIN_SEARCH_PATHS, files, bindings)
     got = {m: gin.query_parameter("%" + m) for m in MACROS}
     got["T5Config"] = gin.get_bindings(network.T5Config)
     got["restore"] = {k: str(v) for k, v in gin.get_bindings(utils.RestoreCheckpointConfig).items()}
@@ -87,31 +90,32 @@ def env(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def synthetic_vocab(env) -> str:
     """Builds the synthetic corpus and vocabulary once, in the cache the t5x runs read."""
-    from clinical_t5x.tasks import synthetic
+    from clinical_t5x.data import synthetic_default
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CLINICAL_T5X_CACHE", env["CLINICAL_T5X_CACHE"])
-        return synthetic.vocab_dir()
+        return synthetic_default.vocab_dir()
 
 
-@pytest.fixture(scope="module")
-def search_paths() -> str:
-    """Our gin/ folder and the folder holding the t5x package (t5x's includes start `t5x/`)."""
-    t5x_root = Path(importlib.util.find_spec("t5x").origin).parents[1]
-    return f"{GIN},{t5x_root}"
-
-
-def run(argv: list[str], env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], env: dict[str, str], cwd: Path = ROOT,
+        timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True,
+                            timeout=timeout)
     assert result.returncode == 0, f"{argv[:4]} failed:\n{result.stderr[-4000:]}"
     return result
 
 
-def test_full_size_configs_resolve_to_the_variant_settings(env, search_paths):
-    cases = [(search_paths.split(","), [f"clinical_{v}.gin", "partitioning/v4-128.gin"],
+@pytest.mark.parametrize("preset", [[], ["gin/partitioning/v4-128.gin"]], ids=["alone", "preset"])
+@pytest.mark.parametrize("where", ["root", "elsewhere"])
+def test_full_size_configs_resolve_to_the_variant_settings(env, tmp_path, where, preset):
+    """The literal command from the project root, and from another folder with the root as the
+    search path: each variant (alone, and with a partitioning preset after it) resolves."""
+    search_paths = [] if where == "root" else [str(ROOT)]
+    cases = [(search_paths, [f"gin/clinical_{v}.gin", *preset],
               ["MODEL_DIR='/unused'", "INIT_CHECKPOINT='/init/checkpoint_0'"])
              for v in VARIANTS]
-    result = run([sys.executable, "-c", PROBE, json.dumps(cases)], env)
+    result = run([sys.executable, "-c", PROBE, json.dumps(cases)], env,
+                 cwd=ROOT if where == "root" else tmp_path)
     got = dict(zip(VARIANTS, json.loads(result.stdout.split("PROBE", 1)[1])))
     for variant, config in got.items():
         large = variant == "large"
@@ -121,7 +125,8 @@ def test_full_size_configs_resolve_to_the_variant_settings(env, search_paths):
         assert config["lr"]["factors"] == "constant * rsqrt_decay"
         assert config["DROPOUT_RATE"] == 0.0
         assert config["DATA_SEED"] is not None and config["RANDOM_SEED"] is not None
-        assert config["NUM_PARTITIONS"] == 2 and config["NUM_MICROBATCHES"] is None  # v4-128
+        assert config["NUM_PARTITIONS"] == (2 if preset else 1)  # v4-128: 32 x 2
+        assert config["NUM_MICROBATCHES"] is None
         assert config["MIXTURE_OR_TASK_NAME"] == "mimic_span_corruption"
         assert config["USE_CACHED_TASKS"] is False
         assert config["T5Config"]["emb_dim"] == (1024 if large else 768)
@@ -154,12 +159,15 @@ def imported_checkpoint(tmp_path_factory, env) -> Path:
     return root / "ckpt" / "checkpoint_0"
 
 
-def t5x_train(variant: str, model_dir: Path, search_paths: str, env: dict[str, str],
-              **overrides: str) -> subprocess.CompletedProcess:
+def t5x_train(variant: str, model_dir: Path, env: dict[str, str], preset: str | None = None,
+              cwd: Path = ROOT, **overrides: str) -> subprocess.CompletedProcess:
+    """`python -m t5x.train --gin_file=gin/clinical_<variant>.gin ...` exactly as the docs write
+    it: from the project root with no search-path flag, or from `cwd` with the root as one."""
     bindings = {**TINY, "MODEL_DIR": f"'{model_dir}'", **overrides}
-    return run([sys.executable, "-m", "t5x.train", f"--gin_search_paths={search_paths}",
-                f"--gin_file=clinical_{variant}.gin", "--alsologtostderr",
-                *(f"--gin.{k}={v}" for k, v in bindings.items())], env)
+    search = [] if cwd == ROOT else [f"--gin_search_paths={ROOT}"]
+    files = [f"gin/clinical_{variant}.gin"] + ([f"gin/partitioning/{preset}.gin"] if preset else [])
+    return run([sys.executable, "-m", "t5x.train", *search, *(f"--gin_file={f}" for f in files),
+                "--alsologtostderr", *(f"--gin.{k}={v}" for k, v in bindings.items())], env, cwd=cwd)
 
 
 def steps_of(model_dir: Path) -> list[int]:
@@ -170,12 +178,15 @@ def train_losses(log: str) -> list[float]:
     return [float(m) for m in re.findall(r"collection=train accuracy=.*?\bloss=([0-9.]+)", log)]
 
 
+@pytest.mark.parametrize("preset", [None, "v3-8"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_tiny_variant_trains_with_t5x_and_exports(variant, tmp_path, env, search_paths,
+def test_tiny_variant_trains_with_t5x_and_exports(variant, preset, tmp_path, env,
                                                    imported_checkpoint, synthetic_vocab):
+    """Alone from the project root; with a preset (8 x 1, 2 microbatches) from another folder."""
     model_dir = tmp_path / "model"
     init = {"INIT_CHECKPOINT": f"'{imported_checkpoint}'"} if variant in WITH_INIT else {}
-    result = t5x_train(variant, model_dir, search_paths, env, **init)
+    cwd = ROOT if preset is None else tmp_path
+    result = t5x_train(variant, model_dir, env, preset, cwd, **init)
     assert steps_of(model_dir) == [0, 2, 3]
     losses = train_losses(result.stderr)
     assert losses and all(np.isfinite(losses))
@@ -193,7 +204,7 @@ def test_tiny_variant_trains_with_t5x_and_exports(variant, tmp_path, env, search
 
 
 def _params(step_dir: Path) -> dict[str, np.ndarray]:
-    from clinical_t5x import checkpoint_formats
+    from clinical_t5x.train import checkpoint_formats
 
     return checkpoint_formats.flatten(checkpoint_formats.read_params(step_dir))
 
@@ -217,13 +228,13 @@ def _check_export(hf_dir: Path, step_dir: Path) -> None:
     assert torch.isfinite(logits).all()
 
 
-def test_t5x_resumes_from_model_dir(tmp_path, env, search_paths, synthetic_vocab):
+def test_t5x_resumes_from_model_dir(tmp_path, env, synthetic_vocab):
     """A second run with more steps continues from the newest checkpoint (and its saved input
     position) instead of starting over: the watch loop in launch/tpu.sh relies on this."""
     model_dir = tmp_path / "model"
-    t5x_train("scratch", model_dir, search_paths, env)
+    t5x_train("scratch", model_dir, env)
     written = {p.name: p.stat().st_mtime_ns for p in model_dir.glob("checkpoint_*")}
-    result = t5x_train("scratch", model_dir, search_paths, env, TRAIN_STEPS="5")
+    result = t5x_train("scratch", model_dir, env, TRAIN_STEPS="5")
     assert steps_of(model_dir)[-1] == 5
     for name, mtime in written.items():  # nothing redone
         assert (model_dir / name).stat().st_mtime_ns == mtime, name

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from clinical_t5x import init_from
+from clinical_t5x.train import init_from
 
 
 def _source(vocab_rows: int, width: int = 4) -> dict:

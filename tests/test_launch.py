@@ -290,11 +290,11 @@ def run_worker(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.Co
 
 
 @pytest.mark.parametrize("engine, expected", [
-    ("t5x", "python3 -m t5x.train --gin_search_paths={root}/gin,/opt/t5x --alsologtostderr "
-            "--gin_file=clinical_large.gin --gin_file=partitioning/v4-32.gin "
+    ("t5x", "python3 -m t5x.train --alsologtostderr "
+            "--gin_file=gin/clinical_large.gin --gin_file=gin/partitioning/v4-32.gin "
             "--gin.MODEL_DIR='gs://b/m' --gin.TRAIN_STEPS=5"),
-    ("builtin", "python3 -m clinical_t5x.train --gin_search_paths={root}/gin "
-                "--gin_file=builtin/large.gin --gin_file=partitioning/v4-32.gin "
+    ("builtin", "python3 -m clinical_t5x.train "
+                "--gin_file=gin/builtin/large.gin --gin_file=gin/partitioning/v4-32.gin "
                 "--gin.MODEL_DIR='gs://b/m' --gin.TRAIN_STEPS=5"),
 ])
 def test_worker_train_builds_the_trainer_command(tmp_path, engine, expected):
@@ -323,8 +323,8 @@ def test_worker_train_logs_per_host_and_returns_the_run_status(tmp_path):
     logs = list((tmp_path / "clinical_t5x_logs").glob("base-builtin-*.log"))
     assert len(logs) == 1
     text = logs[0].read_text()
-    assert "--gin_file=builtin/base.gin --gin.MODEL_DIR='gs://b/m'" in text
-    assert "partitioning/" not in text
+    assert "--gin_file=gin/builtin/base.gin --gin.MODEL_DIR='gs://b/m'" in text
+    assert "gin/partitioning/" not in text
     assert text.rstrip().endswith("exit status 3")
     assert not list((tmp_path / "clinical_t5x_logs").glob("*.pid"))
 

@@ -5,7 +5,7 @@ import numpy as np
 import optax
 import pytest
 
-from clinical_t5x import losses
+from clinical_t5x.model import losses
 
 LOGITS = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 11)) * 3
 TARGETS = jnp.array([[3, 5, 1, 0], [7, 1, 0, 0]])

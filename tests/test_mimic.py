@@ -8,8 +8,8 @@ import io
 
 import pytest
 
-from clinical_t5x import mimic
-from clinical_t5x.dedup import ResavedDuplicates, storetime_seconds
+from clinical_t5x.data import mimic
+from clinical_t5x.data.dedup import ResavedDuplicates, storetime_seconds
 
 M3_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY",
              "DESCRIPTION", "CGID", "ISERROR", "TEXT"]

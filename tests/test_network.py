@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from clinical_t5x import network
+from clinical_t5x.model import network
 
 EMB, HEADS, HEAD_DIM, MLP, VOCAB = 32, 2, 16, 64, 128
 KV = HEADS * HEAD_DIM

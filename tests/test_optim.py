@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from clinical_t5x import optim
+from clinical_t5x.model import optim
 
 
 def test_rsqrt_schedule_is_constant_during_warmup_then_decays():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from clinical_t5x import network, partitioning
+from clinical_t5x.model import network, partitioning
 
 
 @pytest.mark.parametrize("num_partitions, data", [(1, 8), (2, 4), (4, 2), (8, 1)])

@@ -8,7 +8,7 @@ import stat
 
 import pytest
 
-from clinical_t5x import prepare, prepare_worker, shards, synth
+from clinical_t5x.data import prepare, prepare_worker, shards, synth
 from test_mimic import M4_HEADER, csv_bytes, m3_row, write
 
 KEY = dict(charttime="2150-02-02 08:00:00", cgid="99")

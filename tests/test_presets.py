@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from clinical_t5x import network, optim, steps
-from clinical_t5x.partitioning import Partitioner
+from clinical_t5x.model import network, optim, steps
+from clinical_t5x.model.partitioning import Partitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 GIN = ROOT / "gin"
@@ -71,9 +71,9 @@ def clean_gin():
 @pytest.mark.parametrize("name", PRESETS)
 def test_builtin_trainer_gin_binds_the_preset(clean_gin, name):
     """gin/builtin/<variant>.gin + the preset -> the trainer's Partitioner and microbatches."""
-    from clinical_t5x import train
+    from clinical_t5x.train import trainer as train
 
-    train.configure_gin(["builtin/large.gin", f"partitioning/{name}.gin"],
+    train.configure_gin(["gin/builtin/large.gin", f"gin/partitioning/{name}.gin"],
                         ["MODEL_DIR = '/unused'"], [str(GIN)])
     model_axis, microbatches = preset_table.preset(name)
     # Scaled down: the preset's model axis, the data axis over what 8 CPU devices leave.

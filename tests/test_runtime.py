@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from clinical_t5x import runtime
+from clinical_t5x.train import runtime
 
 SCRIPT = ("import json, os, sys\n"
           "from clinical_t5x import runtime\n"

@@ -4,7 +4,7 @@ import json
 import pytest
 import tensorflow as tf
 
-from clinical_t5x import shards
+from clinical_t5x.data import shards
 
 
 def test_shard_pattern_keeps_url_schemes():

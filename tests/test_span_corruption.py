@@ -7,8 +7,8 @@ import seqio
 import sentencepiece as spm
 import tensorflow as tf
 
-from clinical_t5x import span_corruption as sc
-from clinical_t5x import vocab_build
+from clinical_t5x.text import span_corruption as sc
+from clinical_t5x.text import vocab_build
 
 WORDS = "patient admitted with chest pain history of hypertension given aspirin daily blood".split()
 
@@ -28,7 +28,7 @@ def vocabulary(tmp_path_factory) -> seqio.SentencePieceVocabulary:
 @pytest.fixture(scope="module")
 def clinical_vocabulary(tmp_path_factory):
     """The project's vocabulary layout: pieces, 100 sentinels, then the DEID tags."""
-    from clinical_t5x import vocab
+    from clinical_t5x.text import vocab
 
     return vocab.load(vocab_build.build_synthetic_vocab(tmp_path_factory.mktemp("vocab")))
 

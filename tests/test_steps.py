@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from clinical_t5x import network, optim, partitioning, steps
+from clinical_t5x.model import network, optim, partitioning, steps
 
 CONFIG = network.T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
                           num_encoder_layers=1, num_decoder_layers=1, dropout_rate=0.0,

@@ -4,7 +4,9 @@ import io
 
 import pytest
 
-from clinical_t5x import network, summaries
+from clinical_t5x.model import network
+
+from clinical_t5x.train import summaries
 
 
 def test_flops_estimate_is_six_flops_per_weight_per_token_plus_attention():

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from clinical_t5x import deid, synth
+from clinical_t5x.data import deid, synth
 
 NOTES, SEED = 400, 7
 

@@ -11,12 +11,17 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from clinical_t5x import shards, span_corruption, tasks
-from clinical_t5x.tasks import sources, synthetic
+from clinical_t5x.data import shards
+
+from clinical_t5x.text import span_corruption
+
+from clinical_t5x import tasks
+from clinical_t5x.data import synthetic_default
+from clinical_t5x.tasks import sources
 from clinical_t5x.tasks.vocabularies import VOCAB_DIR_ENV
 
 LENGTHS = {"inputs": 512, "targets": 114}
-ENV = (sources.DATA_DIR_ENV, VOCAB_DIR_ENV, synthetic.CACHE_ENV)
+ENV = (sources.DATA_DIR_ENV, VOCAB_DIR_ENV, synthetic_default.CACHE_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +30,8 @@ def corpus(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         for name in ENV:
             mp.delenv(name, raising=False)
-        mp.setenv(synthetic.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
-        yield synthetic.corpus_dir()
+        mp.setenv(synthetic_default.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+        yield synthetic_default.corpus_dir()
 
 
 @pytest.fixture(autouse=True)
@@ -182,14 +187,14 @@ def test_gin_selects_vocabulary_and_data_dir(corpus, tmp_path, monkeypatch):
 
 def test_cache_build_is_deterministic_and_race_safe(corpus, tmp_path):
     results: list[Path] = []
-    racers = [threading.Thread(target=lambda: results.append(synthetic._corpus.__wrapped__(tmp_path)))
+    racers = [threading.Thread(target=lambda: results.append(synthetic_default._corpus.__wrapped__(tmp_path)))
               for _ in range(2)]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join()
-    assert results == [tmp_path / synthetic.VERSION] * 2
-    assert os.listdir(tmp_path) == [synthetic.VERSION]  # no half-built copy left behind
+    assert results == [tmp_path / synthetic_default.VERSION] * 2
+    assert os.listdir(tmp_path) == [synthetic_default.VERSION]  # no half-built copy left behind
     for name in ("vocab/spiece.model", "prepared/train/mimic3-00000-of-00004.tfrecord"):
-        assert (tmp_path / synthetic.VERSION / name).read_bytes() == (corpus / name).read_bytes()
-    assert oct((tmp_path / synthetic.VERSION).stat().st_mode & 0o777) == "0o700"
+        assert (tmp_path / synthetic_default.VERSION / name).read_bytes() == (corpus / name).read_bytes()
+    assert oct((tmp_path / synthetic_default.VERSION).stat().st_mode & 0o777) == "0o700"

@@ -3,7 +3,9 @@ import pytest
 import tokenizers
 from transformers import AutoTokenizer, T5TokenizerFast
 
-from clinical_t5x import deid, tokenizer, vocab, vocab_build
+from clinical_t5x.data import deid
+
+from clinical_t5x.text import tokenizer, vocab, vocab_build
 
 TEXT = "Seen by [Name] on [DAY] ([Age] y/o) <extra_id_3> at [LOC]."
 

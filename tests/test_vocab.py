@@ -7,9 +7,11 @@ import seqio
 import tensorflow as tf
 from transformers import AutoTokenizer
 
-from clinical_t5x import deid, synth, tokenizer, vocab, vocab_build
+from clinical_t5x.data import deid, synth
 
 # Hand-written cases around what the libraries treat differently: added tokens next to
+
+from clinical_t5x.text import tokenizer, vocab, vocab_build
 # punctuation, digits, whitespace and each other; whitespace of every kind; unicode; case.
 ADVERSARIAL = [
     "", " ", "\n", "[Name]", "[Name][Age]", " [Name] ", "[Name]\n[Name]", "a[Name]b", "12[#]34",

@@ -6,7 +6,9 @@ import stat
 import pytest
 from transformers import AutoTokenizer
 
-from clinical_t5x import deid, shards, synth, tokenizer, vocab, vocab_build
+from clinical_t5x.data import deid, shards, synth
+
+from clinical_t5x.text import tokenizer, vocab, vocab_build
 
 
 def _notes(n=400, seed=3):

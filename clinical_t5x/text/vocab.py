@@ -4,7 +4,7 @@ Id layout (ARCHITECTURE.md): ``[0, S)`` pieces (pad 0, eos 1, unk 2, no bos); ``
 ``S + 99 - i``; tag ``k`` of the folder's tag tuple is ``S + 100 + k``; the model's embedding has
 ``S + 100 + T`` rounded up to a multiple of 128 rows.
 
-Encoding reproduces the Hugging Face ``T5Tokenizer`` built by `clinical_t5x.tokenizer`, id for
+Encoding reproduces the Hugging Face ``T5Tokenizer`` built by `clinical_t5x.text.tokenizer`, id for
 id, because that is what fine-tuned models see. HF works in three steps, and so do we:
 
 1. added tokens (``<pad>``, ``</s>``, ``<unk>``, sentinels, tags) are cut out of the raw text,
@@ -45,7 +45,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from sentencepiece import sentencepiece_model_pb2
 
-from clinical_t5x import deid
+from clinical_t5x.data import deid
 
 NUM_SENTINELS = 100
 SPIECE_NAME = "spiece.model"
@@ -96,7 +96,7 @@ def _re2_class(chars: str) -> str:
 
 
 class ClinicalVocabulary(seqio.Vocabulary):
-    """seqio vocabulary of one vocabulary folder (see `clinical_t5x.vocab_build`)."""
+    """seqio vocabulary of one vocabulary folder (see `clinical_t5x.text.vocab_build`)."""
 
     def __init__(self, directory: str | os.PathLike):
         super().__init__(extra_ids=0)
@@ -109,7 +109,7 @@ class ClinicalVocabulary(seqio.Vocabulary):
         if self._config.get("format") != CONFIG_FORMAT:
             raise ValueError(f"{config_path}: format {self._config.get('format')!r}, expected {CONFIG_FORMAT!r}")
         if tuple(self._config["tags"]) != deid.TAGS:
-            raise ValueError(f"{config_path}: its DEID tags differ from clinical_t5x.deid.TAGS; rebuild the vocabulary")
+            raise ValueError(f"{config_path}: its DEID tags differ from clinical_t5x.data.deid.TAGS; rebuild the vocabulary")
         self._model_bytes = _read(self.spiece_path)
         self._digest = hashlib.sha256(self._model_bytes).hexdigest()
         self._check_model()
@@ -121,7 +121,7 @@ class ClinicalVocabulary(seqio.Vocabulary):
             raise ValueError(f"{self.spiece_path}: needs T5's conventions pad=0 eos=1 unk=2 and no bos")
         if not scores_quantized(self._model_bytes):
             raise ValueError(f"{self.spiece_path}: piece scores are not multiples of 2**-{SCORE_BITS} "
-                             "(write the folder with clinical_t5x.vocab_build)")
+                             "(write the folder with clinical_t5x.text.vocab_build)")
         inner_space = [i for i in range(sp.get_piece_size()) if META in sp.id_to_piece(i)[1:]]
         if inner_space:
             warnings.warn(f"{self.spiece_path}: pieces {inner_space[:5]} hold an inner '{META}'; HF splits "

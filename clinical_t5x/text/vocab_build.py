@@ -1,6 +1,6 @@
 """Build vocabulary folders: T5's own SentencePiece model, or a unigram model trained on MIMIC.
 
-A folder holds ``spiece.model``, ``clinical_vocab.json`` (what `clinical_t5x.vocab.load` reads)
+A folder holds ``spiece.model``, ``clinical_vocab.json`` (what `clinical_t5x.text.vocab.load` reads)
 and the matching Hugging Face tokenizer files, so `AutoTokenizer.from_pretrained(DIR)` works too.
 A model trained on notes is derived from credentialed data, so every folder is owner-only.
 
@@ -26,9 +26,13 @@ import sentencepiece as spm
 import tensorflow as tf
 from tqdm import tqdm
 
-from clinical_t5x import deid, owner_only, shards, synth, tokenizer, vocab
+from clinical_t5x.data import deid, shards, synth
 
 # SentencePiece skips longer training lines; notes are split into lines, so this is generous.
+
+from clinical_t5x import owner_only
+
+from clinical_t5x.text import tokenizer, vocab
 MAX_LINE_BYTES = 1 << 14
 # Cap on training lines SentencePiece loads (it samples them with the seeded generator).
 MAX_TRAINING_LINES = 10_000_000
@@ -80,7 +84,7 @@ def _write_private(path: Path, data: bytes | str) -> None:
 
 
 def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[str, Any] | None = None) -> Path:
-    """Complete a folder holding ``spiece.model``: quantise its scores (see `clinical_t5x.vocab`),
+    """Complete a folder holding ``spiece.model``: quantise its scores (see `clinical_t5x.text.vocab`),
     add the HF tokenizer files and ``clinical_vocab.json``."""
     out = Path(out_dir)
     owner_only.make_dir(out)

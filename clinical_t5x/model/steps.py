@@ -17,8 +17,8 @@ from flax import linen as nn
 from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec
 
-from clinical_t5x import losses, network, optim
-from clinical_t5x.partitioning import Partitioner
+from clinical_t5x.model import losses, network, optim
+from clinical_t5x.model.partitioning import Partitioner
 
 Array = jax.Array
 Batch = Mapping[str, Array]

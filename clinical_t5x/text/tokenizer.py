@@ -18,8 +18,8 @@ from pathlib import Path
 from sentencepiece import sentencepiece_model_pb2
 from transformers import T5TokenizerFast
 
-from clinical_t5x import deid
-from clinical_t5x.vocab import NUM_SENTINELS, SPIECE_NAME, added_tokens, sentinel_token
+from clinical_t5x.data import deid
+from clinical_t5x.text.vocab import NUM_SENTINELS, SPIECE_NAME, added_tokens, sentinel_token
 
 # Normalisation rules that fold case: a lower-cased vocabulary carries its lower-casing here.
 CASE_FOLDING_RULES = ("nmt_nfkc_cf", "nfkc_cf")

@@ -29,7 +29,8 @@ def cache_root() -> Path:
 
 
 def _build(into: Path) -> None:
-    from clinical_t5x import prepare, synth, vocab_build  # noqa: PLC0415 - only on first use
+    from clinical_t5x.data import prepare, synth  # noqa: PLC0415 - only on first use
+    from clinical_t5x.text import vocab_build
 
     raw = synth.write_synthetic(into / "raw", notes=NOTES, seed=SEED)
     prepare.run(mimic3=raw["mimic3"], mimic4_dir=into / "raw" / "note", out=into / "prepared",

@@ -1,9 +1,9 @@
 """`clinical-t5x prepare`: raw MIMIC note CSVs -> DEID-normalised TFRecord shards + manifest.
 
 The reading process only decompresses each input and cuts it into ~1 MB chunks of whole CSV
-records (`clinical_t5x.mimic.RecordChunks`); the workers (this process with `workers=1`,
+records (`clinical_t5x.data.mimic.RecordChunks`); the workers (this process with `workers=1`,
 else one process each) parse the chunks, drop or keep every row, replace DEID placeholders
-and write their own shards (`clinical_t5x.prepare_worker`), so the per-note work scales with
+and write their own shards (`clinical_t5x.data.prepare_worker`), so the per-note work scales with
 `workers`. Chunks go to the workers round-robin, and every worker writes the shards
 `shard % workers == worker` round-robin in input order: the output is deterministic for a
 given number of workers, and holds the same notes for any number (a split gets at least one
@@ -13,7 +13,7 @@ Kept notes go to `validation` when a keyed hash of their subject_id falls under
 `validation_fraction`, so a patient is never in both splits. Category filters match
 case-insensitively on the stripped category; MIMIC-IV's category is its note_type (DS, AD,
 RR, AR). NUL characters are removed from kept text (counted). Re-saved MIMIC-III copies are
-found in a first, key-only pass (`clinical_t5x.dedup`).
+found in a first, key-only pass (`clinical_t5x.data.dedup`).
 
 `OUT/manifest.json` accounts for every row (rows_read = kept + dropped, checked before it is
 written) and is written last, atomically: a run that dies leaves no manifest, and readers
@@ -37,12 +37,14 @@ from typing import Any, Iterable, Sequence
 
 from tqdm import tqdm
 
-from clinical_t5x import owner_only, shards
-from clinical_t5x.shards import FORMAT, MANIFEST, read_manifest
-from clinical_t5x.dedup import ResavedDuplicates
-from clinical_t5x.mimic import (CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header,
+from clinical_t5x import owner_only
+
+from clinical_t5x.data import shards
+from clinical_t5x.data.shards import FORMAT, MANIFEST, read_manifest
+from clinical_t5x.data.dedup import ResavedDuplicates
+from clinical_t5x.data.mimic import (CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header,
                                 find_mimic4_files, is_id)
-from clinical_t5x.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
+from clinical_t5x.data.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
                                          split_of, worker_process)
 
 __all__ = ["DROP_REASONS", "FORMAT", "load_subject_ids", "main", "read_manifest", "run", "split_of"]
@@ -105,7 +107,7 @@ class _WorkerProcesses:
     def __init__(self, config: WorkerConfig):
         self._config = config
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["tensorflow", "clinical_t5x.prepare_worker"])
+        self._ctx.set_forkserver_preload(["tensorflow", "clinical_t5x.data.prepare_worker"])
         multiprocessing.forkserver.ensure_running()  # returns at once; the server imports TF
         self._results = self._ctx.Queue()
         self._inboxes = [self._ctx.Queue(maxsize=_QUEUE_CHUNKS) for _ in range(config.workers)]

@@ -155,7 +155,7 @@ class Chunk(NamedTuple):
 class _InvalidUtf8:
     """Counts invalid UTF-8 bytes decoded (replaced by U+FFFD) in this process."""
 
-    NAME = "clinical_t5x.mimic.replace_and_count"
+    NAME = "clinical_t5x.data.mimic.replace_and_count"
     count = 0
 
     @classmethod

@@ -44,7 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from clinical_t5x import checkpoint_formats, model_card, owner_only
+from clinical_t5x.train import checkpoint_formats
+
+from clinical_t5x.hf import model_card
+
+from clinical_t5x import owner_only
 
 TOKENIZER_FILES = (
     "spiece.model",
@@ -346,7 +350,7 @@ def _write_tokenizer(vocab_dir: Path, out_dir: Path, model_rows: int) -> None:
             if (vocab_dir / name).is_file():
                 shutil.copyfile(vocab_dir / name, out_dir / name)
     else:
-        from clinical_t5x import tokenizer as hf_tokenizer
+        from clinical_t5x.text import tokenizer as hf_tokenizer
 
         info = json.loads((vocab_dir / "clinical_vocab.json").read_text())
         hf_tokenizer.build_hf_tokenizer(vocab_dir, info["lowercase"]).save_pretrained(out_dir)
@@ -551,12 +555,12 @@ def import_main(argv: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m clinical_t5x.hf export|import-hf ...` (the console script dispatches to
+    """`python -m clinical_t5x.hf.convert export|import-hf ...` (the console script dispatches to
     `export_main` / `import_main` directly)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {"export": export_main, "import-hf": import_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m clinical_t5x.hf {export,import-hf} ...", file=sys.stderr)
+        print("usage: python -m clinical_t5x.hf.convert {export,import-hf} ...", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1:])
 

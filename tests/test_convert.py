@@ -20,8 +20,11 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-from clinical_t5x import checkpoint_formats as cf
-from clinical_t5x import deid, hf, network, synth, vocab, vocab_build
+from clinical_t5x.train import checkpoint_formats as cf
+from clinical_t5x.data import deid, synth
+from clinical_t5x.hf import convert as hf
+from clinical_t5x.model import network
+from clinical_t5x.text import vocab, vocab_build
 from test_checkpoint_formats import write_t5x_msgpack, write_t5x_orbax
 
 FLAVOURS = {

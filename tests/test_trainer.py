@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_t5x import checkpoints, train
+from clinical_t5x.train import checkpoints, trainer as train
 
 STEPS = 10
 # A very small model and batch so that each trainer process spends its time starting, not
 # training; `data_shards=2` fixes the data layout so one process and two read the same batches.
 SMALL = [
-    "--gin_file=builtin/tiny.gin",
+    "--gin_file=gin/builtin/tiny.gin",
     "--gin.BATCH_SIZE=4",
     "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
     f"--gin.TRAIN_STEPS={STEPS}",
@@ -176,7 +176,9 @@ def _source_checkpoint(directory: Path, known_rows: int) -> tuple[Path, dict]:
 
     from flax import linen as nn
 
-    from clinical_t5x import checkpoint_formats, network
+    from clinical_t5x.train import checkpoint_formats
+
+    from clinical_t5x.model import network
 
     config = network.T5Config(vocab_size=2176, emb_dim=32, num_heads=2, head_dim=16, mlp_dim=64,
                               num_encoder_layers=1, num_decoder_layers=1,
@@ -194,7 +196,7 @@ def test_in_process_run_from_an_init_checkpoint_writes_t5x_summaries(tmp_path, g
                                                                      capsys, caplog):
     """One short run checks init-from-checkpoint (tag rows from word pieces), keep-N, the
     summaries and the console line."""
-    from clinical_t5x import checkpoint_formats, init_from
+    from clinical_t5x.train import checkpoint_formats, init_from
 
     model_dir = tmp_path / "model"
     _configure(model_dir)
@@ -282,7 +284,7 @@ def test_flags_follow_t5x():
 def test_every_builtin_variant_parses_with_the_paper_settings(variant, gin_config):
     bindings = ["MODEL_DIR='/m'"] + (["INIT_CHECKPOINT='/i'"] if variant in ("base", "sci")
                                      else [])
-    train.configure_gin([f"builtin/{variant}.gin"], bindings, [])
+    train.configure_gin([f"gin/builtin/{variant}.gin"], bindings, [])
     macro = lambda name: gin.query_parameter(f"%{name}")  # noqa: E731
     lengths = macro("TASK_FEATURE_LENGTHS")
     if variant == "tiny":

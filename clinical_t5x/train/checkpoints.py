@@ -35,7 +35,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from clinical_t5x import owner_only
-from clinical_t5x.checkpoint_formats import COMMIT_MARKER, STATE_ITEM
+from clinical_t5x.train.checkpoint_formats import COMMIT_MARKER, STATE_ITEM
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Checkpointer:
                 os.chmod(self.model_dir, owner_only.DIR_MODE)
         set_aside_incomplete(self.model_dir)
         if jax.process_count() > 1:  # every host must see the same steps from here on
-            multihost_utils.sync_global_devices("clinical_t5x.checkpoints:set_aside_incomplete")
+            multihost_utils.sync_global_devices("clinical_t5x.train.checkpoints:set_aside_incomplete")
         self._data_iterator = data_iterator
         self._unsealed: list[int] = []  # steps saved here whose files are not yet owner-only
         options = ocp.CheckpointManagerOptions(

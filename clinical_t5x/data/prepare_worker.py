@@ -1,6 +1,6 @@
 """What one `prepare` worker does with chunks of CSV records: parse, decide, DEID, write.
 
-The reading process only cuts files into chunks (`clinical_t5x.mimic.RecordChunks`); every
+The reading process only cuts files into chunks (`clinical_t5x.data.mimic.RecordChunks`); every
 worker parses its chunks with `csv`, decides each row's fate, replaces DEID placeholders,
 encodes `tf.train.Example`s and writes the shards it owns, so all the per-note work runs in
 parallel. A worker is either the reading process itself (`workers=1`) or one of the worker
@@ -8,7 +8,7 @@ processes; its counts come back as a `WorkerResult` that the reading process mer
 
 Row decisions, in this order (the first that applies is the drop reason):
 `malformed`, `iserror`, `category`, `excluded_subject`, `empty` (no text), `duplicate` (a
-re-saved MIMIC-III copy: `clinical_t5x.dedup`; the reading process collects every chunk's
+re-saved MIMIC-III copy: `clinical_t5x.data.dedup`; the reading process collects every chunk's
 keys in a first pass and sends each chunk its losing rows), and `empty` again when DEID
 leaves nothing (a note made only of empty placeholders).
 """
@@ -22,9 +22,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from clinical_t5x import deid, shards
-from clinical_t5x.dedup import ResavedDuplicates
-from clinical_t5x.mimic import Chunk, Layout, Malformed, Note, parse_chunk
+from clinical_t5x.data import deid, shards
+from clinical_t5x.data.dedup import ResavedDuplicates
+from clinical_t5x.data.mimic import Chunk, Layout, Malformed, Note, parse_chunk
 
 DROP_REASONS: tuple[str, ...] = ("iserror", "duplicate", "excluded_subject", "empty", "malformed", "category")
 MALFORMED_EXAMPLES = 20  # lines of malformed rows listed per input (all are counted)

@@ -45,13 +45,14 @@ EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects of a terminated 
 
 
 def default_gin_search_paths() -> list[str]:
-    """The project's gin folder wherever this install keeps it: the repository's `gin/` beside
-    the package (checkouts, editable installs), `clinical_t5x/gin` (package data) or
-    `<prefix>/share/clinical_t5x/gin` (data files of a wheel)."""
-    package = Path(__file__).resolve().parent
-    candidates = (package.parent / "gin", package / "gin",
-                  Path(sys.prefix) / "share" / "clinical_t5x" / "gin")
-    return [str(p) for p in candidates if p.is_dir()]
+    """Folders that hold the project's `gin/` folder, wherever this install keeps it: the
+    repository root (checkouts, editable installs) or `<prefix>/share/clinical_t5x` (data files
+    of a wheel). Gin files name each other root-relative (`include 'gin/variants/base.gin'`),
+    the same convention real t5x resolves from the project root, so one `--gin_file=gin/...`
+    form serves both trainers (gin/README.md)."""
+    repository = Path(__file__).resolve().parents[2]
+    candidates = (repository, Path(sys.prefix) / "share" / "clinical_t5x")
+    return [str(p) for p in candidates if (p / "gin").is_dir()]
 
 
 def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
@@ -84,7 +85,7 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
 def configure_gin(gin_files: Sequence[str], bindings: Sequence[str],
                   search_paths: Sequence[str]) -> None:
     """Registers the configurables, adds search paths, parses files then bindings (t5x order)."""
-    from clinical_t5x import network, optim, partitioning  # noqa: F401 (gin registration)
+    from clinical_t5x.model import network, optim, partitioning  # noqa: F401 (gin registration)
     import clinical_t5x.tasks  # noqa: F401 (SeqIO tasks + their gin configurables)
 
     paths = [p for group in search_paths for p in group.split(",") if p]
@@ -196,7 +197,7 @@ def _all_finite(tree: Any) -> bool:
 def _evaluate(eval_fn, params, dataset, eval_steps: int, partitioner) -> dict[str, float]:
     """Mean eval metrics over the first `eval_steps` validation batches (same ones each time);
     accuracy weighted by target tokens."""
-    from clinical_t5x import partitioning
+    from clinical_t5x.model import partitioning
 
     batches = []
     for local in dataset.take(eval_steps).as_numpy_iterator():
@@ -219,7 +220,7 @@ def _initial_params(state, init_checkpoint: str, known_rows: int | None, task_na
     import jax
     import numpy as np
 
-    from clinical_t5x import checkpoint_formats, init_from
+    from clinical_t5x.train import checkpoint_formats, init_from
 
     if not Path(init_checkpoint).exists() and "://" not in init_checkpoint:
         raise FileNotFoundError(
@@ -263,7 +264,8 @@ def _initial_state(model, optimizer, partitioner, ckpt, rng, init_checkpoint: st
                    init_known_vocab_rows: int | None, task_name: str):
     """The newest complete checkpoint's state (data position included), else a fresh one,
     with parameters from `init_checkpoint` when given."""
-    from clinical_t5x import checkpoints, steps
+    from clinical_t5x.train import checkpoints
+    from clinical_t5x.model import steps
 
     state = steps.init_train_state(model, optimizer, partitioner, None, rng)
     restored = ckpt.restore(state)
@@ -285,7 +287,7 @@ class TrainResult:
     eval_metrics: dict[str, float]
 
 
-@gin.configurable(denylist=["stop_flag"])
+@gin.configurable(module="clinical_t5x.train", denylist=["stop_flag"])
 def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
           batch_size: int = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED, init_checkpoint: str | None = None,
@@ -302,7 +304,9 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
     """
     import jax
 
-    from clinical_t5x import checkpoints, network, optim, partitioning, steps, summaries
+    from clinical_t5x.train import checkpoints, summaries
+
+    from clinical_t5x.model import network, optim, partitioning, steps
 
     stop_flag = stop_flag or _StopFlag()
     config = network.T5Config()
@@ -415,12 +419,12 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clinical_t5x import runtime
+    from clinical_t5x.train import runtime
 
     runtime.configure_cpu_runtime()
     args = parse_flags(sys.argv[1:] if argv is None else argv)
     setup_logging()
-    from clinical_t5x import partitioning
+    from clinical_t5x.model import partitioning
 
     partitioning.initialize_distributed()
     configure_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
