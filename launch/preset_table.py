@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-GIN = Path(__file__).resolve().parents[1] / "gin"
+ROOT = Path(__file__).resolve().parents[1]  # gin paths are written from here (gin/README.md)
 GIB = 2**30
 INPUTS_LENGTH, TARGETS_LENGTH = 512, 114
 
@@ -46,12 +46,13 @@ SLICES: dict[str, Slice] = {
 }
 
 
-def gin_values(name: str, folder: Path = GIN) -> dict[str, str]:
-    """`NAME = value` lines of a gin file, after the files it includes (later lines win)."""
+def gin_values(name: str, root: Path = ROOT) -> dict[str, str]:
+    """`NAME = value` lines of a gin file (root-relative name), after the files it includes
+    (later lines win)."""
     values: dict[str, str] = {}
-    for line in (folder / name).read_text().splitlines():
+    for line in (root / name).read_text().splitlines():
         if m := re.match(r"include '([^']+)'", line):
-            values.update(gin_values(m.group(1), folder))
+            values.update(gin_values(m.group(1), root))
         elif m := re.match(r"([\w.]+)\s*=\s*(.+?)\s*(#.*)?$", line):
             values[m.group(1)] = m.group(2)
     return values
@@ -59,7 +60,7 @@ def gin_values(name: str, folder: Path = GIN) -> dict[str, str]:
 
 def preset(name: str) -> tuple[int, int]:
     """(NUM_PARTITIONS, NUM_MICROBATCHES or 1) of gin/partitioning/<name>.gin."""
-    values = gin_values(f"partitioning/{name}.gin")
+    values = gin_values(f"gin/partitioning/{name}.gin")
     microbatches = values["NUM_MICROBATCHES"]
     return int(values["NUM_PARTITIONS"]), 1 if microbatches == "None" else int(microbatches)
 
@@ -74,7 +75,7 @@ class Model(NamedTuple):
 
     @classmethod
     def from_variant(cls, variant: str) -> "Model":
-        v = gin_values(f"variants/{variant}.gin")
+        v = gin_values(f"gin/variants/{variant}.gin")
         cfg = {k.rsplit(".", 1)[1]: v[k] for k in v if k.startswith("network.T5Config.")}
         if cfg["num_encoder_layers"] != cfg["num_decoder_layers"]:
             raise ValueError(f"{variant}: the estimate assumes equal encoder/decoder depth")

@@ -44,7 +44,7 @@ def test_preset_divides_every_variant_batch(name, variant):
     model_axis, microbatches = preset_table.preset(name)
     assert devices % model_axis == 0
     data = devices // model_axis
-    batch = int(preset_table.gin_values(f"variants/{variant}.gin")["BATCH_SIZE"])
+    batch = int(preset_table.gin_values(f"gin/variants/{variant}.gin")["BATCH_SIZE"])
     assert batch % microbatches == 0 and (batch // microbatches) % data == 0
 
 
@@ -74,7 +74,7 @@ def test_builtin_trainer_gin_binds_the_preset(clean_gin, name):
     from clinical_t5x.train import trainer as train
 
     train.configure_gin(["gin/builtin/large.gin", f"gin/partitioning/{name}.gin"],
-                        ["MODEL_DIR = '/unused'"], [str(GIN)])
+                        ["MODEL_DIR = '/unused'"], [str(ROOT)])
     model_axis, microbatches = preset_table.preset(name)
     # Scaled down: the preset's model axis, the data axis over what 8 CPU devices leave.
     partitioner = Partitioner()
