@@ -20,12 +20,15 @@ Split names are the pretraining ones: `train`, `validation`, `test`.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import csv
 import dataclasses
 import json
 import os
 import re
+import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -338,31 +341,71 @@ def read_clip(folder: str | os.PathLike, split: str) -> list[ClipDocument]:
     return result
 
 
-# ---- which notes a downstream folder names ----------------------------------------------
+# ---- a downstream folder: what it holds, which notes it names, a check command ------------
 
-# dataset -> (its marker file, the ROW_IDs its files name).
-_ROW_ID_READERS: dict[str, tuple[str, Callable[[Path], set[int]]]] = {
-    "radqa": (RADQA_FILES["train"], lambda folder: {
-        int(q.title) for split in SPLITS for q in read_radqa(folder, split)}),
-    "clip": (CLIP_SENTENCES, lambda folder: set(_read_clip_sentences(folder))),
+# A dataset's folder is recognised by its train file.
+MARKERS = {"mednli": MEDNLI_FILES["train"], "radqa": RADQA_FILES["train"], "clip": CLIP_SENTENCES}
+
+
+def dataset_folders(folder: str | os.PathLike) -> dict[str, Path]:
+    """The benchmark folders `folder` holds, by dataset: `folder` itself when it is one
+    dataset's folder, else its `mednli/`, `radqa/`, `clip/` (as `synth --downstream` writes)."""
+    root = Path(folder)
+    found = {}
+    for name, marker in MARKERS.items():
+        for candidate in (root / name, root):
+            if (candidate / marker).is_file():
+                found[name] = candidate
+                break
+    if not found:
+        raise DownstreamDataError(root, "", None, "holds no MedNLI, RadQA or CLIP files, directly or "
+                                  "in mednli/, radqa/ or clip/ (see docs/downstream.md)")
+    return found
+
+
+_ROW_IDS: dict[str, Callable[[Path], set[int]]] = {
+    "radqa": lambda folder: {int(q.title) for split in SPLITS for q in read_radqa(folder, split)},
+    "clip": lambda folder: set(_read_clip_sentences(folder)),
 }
 
 
 def note_row_ids(folder: str | os.PathLike) -> dict[str, set[int]]:
     """The MIMIC-III note ROW_IDs a downstream folder names, by dataset (`radqa`, `clip`).
 
-    `folder` is one dataset's folder or a folder holding `radqa/` and/or `clip/` (the layout
-    `clinical-t5x synth --downstream` writes). MedNLI names no notes, so it is not listed.
-    Pretraining on these notes would leak the test sets: `prepare` can exclude them.
+    `folder` as for `dataset_folders`; MedNLI names no notes, so it is never listed (a folder
+    with MedNLI only gives {}). Pretraining on these notes would leak the benchmarks' test sets.
     """
-    root = Path(folder)
-    found = {}
-    for name, (marker, read) in _ROW_ID_READERS.items():
-        for candidate in (root / name, root):
-            if (candidate / marker).is_file():
-                found[name] = read(candidate)
-                break
-    if not found:
-        raise DownstreamDataError(root, "", None, f"holds no RadQA ({RADQA_FILES['train']}) or CLIP "
-                                  f"({CLIP_SENTENCES}) files, directly or in radqa/ or clip/")
-    return found
+    return {name: _ROW_IDS[name](path) for name, path in dataset_folders(folder).items()
+            if name in _ROW_IDS}
+
+
+def _split_summary(name: str, folder: Path, split: str) -> str:
+    """Counts of one split, never text: records and their labels."""
+    if name == "mednli":
+        pairs = read_mednli(folder, split)
+        labels = Counter(p.label for p in pairs)
+        return f"{len(pairs)} pairs ({', '.join(f'{l} {labels[l]}' for l in NLI_LABELS)})"
+    if name == "radqa":
+        questions = read_radqa(folder, split)
+        reports = len({q.title for q in questions})
+        impossible = sum(q.is_impossible for q in questions)
+        return f"{len(questions)} questions on {reports} reports ({impossible} without answer)"
+    documents = read_clip(folder, split)
+    sentences = [s for d in documents for s in d.sentences]
+    labelled = sum(bool(s.labels) for s in sentences)
+    return f"{len(sentences)} sentences in {len(documents)} documents ({labelled} with labels)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clinical-t5x check-downstream",
+                                     description="check MedNLI/RadQA/CLIP files and count their records")
+    parser.add_argument("folder", help="one dataset's folder, or a folder holding mednli/ radqa/ clip/")
+    args = parser.parse_args(argv)
+    try:
+        for name, folder in dataset_folders(args.folder).items():
+            for split in SPLITS:
+                print(f"{name} {split}: {_split_summary(name, folder, split)}")
+    except DownstreamDataError as e:  # the message names file, record and field, never text
+        print(f"clinical-t5x check-downstream: error: {e}", file=sys.stderr)
+        return 2
+    return 0
