@@ -52,7 +52,7 @@ def downstream_dir(task: str, mednli: str | None = None, radqa: str | None = Non
 
 
 def _counter(vocabulary: seqio.Vocabulary) -> examples.TokenCounter:
-    return lambda text: len(vocabulary.encode(text))
+    return examples.cached_counter(lambda text: len(vocabulary.encode(text)))
 
 
 def _mednli(records, vocabulary):

@@ -104,3 +104,10 @@ def test_fraction_subsets_nested_and_deterministic():
     assert len(ex.fraction_subset(records[:3], 1, str)) == 1
     with pytest.raises(ValueError):
         ex.fraction_subset(records, 0, str)
+
+
+def test_cached_counter_counts_each_word_once():
+    calls = []
+    count = ex.cached_counter(lambda word: calls.append(word) or len(word))
+    assert [count(w) for w in ("abc", "de", "abc")] == [3, 2, 3]
+    assert calls == ["abc", "de"]

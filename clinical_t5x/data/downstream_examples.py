@@ -15,8 +15,8 @@ the model was pretrained on.
   ` ; ` and the sentence, within `CLIP_MAX_TOKENS`; target the sorted label names joined by
   ", ", or `CLIP_NONE`.
 
-Token budgets count each word with the task's vocabulary (`count_tokens`) and keep one token
-for EOS, so the inputs fit without seqio trimming them.
+Token budgets count each word with the task's vocabulary (`count_tokens`, best wrapped in
+`cached_counter`) and keep one token for EOS, so the inputs fit without seqio trimming them.
 """
 
 from __future__ import annotations
@@ -59,8 +59,9 @@ def mednli_example(pair: NliPair) -> dict[str, str]:
             "targets": pair.label, "example_id": pair.pair_id}
 
 
-def _cached(count_tokens: TokenCounter) -> TokenCounter:
-    """`count_tokens` remembering each word: clinical text repeats its words a lot."""
+def cached_counter(count_tokens: TokenCounter) -> TokenCounter:
+    """`count_tokens` remembering each word: clinical text repeats its words a lot (share one
+    across a split's records)."""
     cache: dict[str, int] = {}
 
     def count(word: str) -> int:
@@ -95,17 +96,16 @@ def _windows(counts: Sequence[int], budget: int) -> list[tuple[int, int]]:
 def radqa_examples(question: Question, count_tokens: TokenCounter,
                    max_tokens: int = RADQA_MAX_TOKENS) -> list[dict[str, str]]:
     """One example per context window (one in all for a report that fits)."""
-    count = _cached(count_tokens)
     context = deid.replace_mimic3(question.context)
     # Answer offsets move with the replacement before them; answers never straddle a placeholder.
     answers = [(len(deid.replace_mimic3(question.context[:a.start])), deid.replace_mimic3(a.text))
                for a in question.answers]
     prefix = f"question: {deid.replace_mimic3(question.question)} context: "
-    budget = max_tokens - 1 - sum(map(count, prefix.split()))
+    budget = max_tokens - 1 - sum(map(count_tokens, prefix.split()))
     spans = [m.span() for m in _WORD.finditer(context)]
     gold = json.dumps([text for _, text in answers] or [NO_ANSWER])
     examples = []
-    for first, last in _windows([count(context[s:e]) for s, e in spans], budget):
+    for first, last in _windows([count_tokens(context[s:e]) for s, e in spans], budget):
         begin, end = (spans[first][0], spans[last - 1][1]) if spans else (0, 0)
         target = next((text for start, text in answers if begin <= start and start + len(text) <= end),
                       NO_ANSWER)
@@ -131,15 +131,14 @@ def _centred(counts: Sequence[int], first: int, last: int, budget: int) -> tuple
 def clip_examples(document: ClipDocument, count_tokens: TokenCounter,
                   max_tokens: int = CLIP_MAX_TOKENS) -> list[dict[str, str]]:
     """One example per sentence of the document."""
-    count = _cached(count_tokens)
     sentences = [deid.replace_mimic3(s.text).split() for s in document.sentences]
     words = [word for sentence in sentences for word in sentence]
-    counts = [count(word) for word in words]
+    counts = [count_tokens(word) for word in words]
     examples, first = [], 0
     for sentence, words_of in zip(document.sentences, sentences):
         last = first + len(words_of)
         suffix = " ; " + " ".join(words_of)
-        budget = max_tokens - 1 - sum(map(count, suffix.split()))
+        budget = max_tokens - 1 - sum(map(count_tokens, suffix.split()))
         lo, hi = _centred(counts, first, last, budget) if budget >= sum(counts[first:last]) else (first, first)
         examples.append({"inputs": " ".join(words[lo:hi]) + suffix,
                          "targets": CLIP_SEPARATOR.join(sentence.labels) or CLIP_NONE,
