@@ -34,8 +34,8 @@ def test_exact_layout_owner_only(root):
 
 def test_deterministic_by_seed(root, tmp_path):
     sizes = {"mednli": (5, 2, 2), "radqa": (3, 1, 1), "clip": (2, 1, 1)}
-    first, second, other = (synth_downstream.write_downstream(tmp_path / name, seed=seed, sizes=sizes)
-                            for name, seed in (("a", 1), ("b", 1), ("c", 2)))
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        synth_downstream.write_downstream(tmp_path / name, seed=seed, sizes=sizes)
     assert _files(tmp_path / "a") == _files(tmp_path / "b") != _files(tmp_path / "c")
     with pytest.raises(ValueError, match="three positive counts"):
         synth_downstream.write_downstream(tmp_path / "d", sizes={"clip": (1, 0, 1)})

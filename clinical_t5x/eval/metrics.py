@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from clinical_t5x.data.downstream import CLIP_LABELS, NLI_LABELS
-from clinical_t5x.data.downstream_examples import CLIP_NONE, CLIP_SEPARATOR, NO_ANSWER
+from clinical_t5x.data.downstream_examples import CLIP_SEPARATOR, NO_ANSWER
 
 Metrics = dict[str, float]
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
