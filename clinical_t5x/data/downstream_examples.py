@@ -36,10 +36,12 @@ CLIP_NONE = "none"
 CLIP_SEPARATOR = ", "
 RADQA_MAX_TOKENS = 1024
 CLIP_MAX_TOKENS = 512
-# Feature lengths that hold every example these functions make (targets: the longest labels).
+# Feature lengths for the examples these functions make: RadQA and CLIP inputs fit by
+# construction, MedNLI pairs are a few sentences; targets hold every label string and all but
+# unusually long RadQA answers.
 FEATURE_LENGTHS = {
-    "mednli": {"inputs": 256, "targets": 8},
-    "radqa": {"inputs": RADQA_MAX_TOKENS, "targets": 64},
+    "mednli": {"inputs": 512, "targets": 8},
+    "radqa": {"inputs": RADQA_MAX_TOKENS, "targets": 128},
     "clip": {"inputs": CLIP_MAX_TOKENS, "targets": 64},
 }
 FRACTION_SEED = "clinical_t5x.downstream.fractions/0"
