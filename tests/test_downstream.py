@@ -63,6 +63,15 @@ def test_folder_without_files(tmp_path):
     assert str(tmp_path) in _error(downstream.note_row_ids, tmp_path)
 
 
+def test_invalid_utf8(root, tmp_path):
+    folder = _copy(root, "clip", tmp_path)
+    path = folder / downstream.CLIP_SENTENCES
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6][:20] + b"\xff" + SECRET.encode() + lines[6][20:]
+    path.write_bytes(b"\n".join(lines))
+    assert _error(downstream.read_clip, folder, "train") == f"{path}: line 7: not valid UTF-8"
+
+
 def test_missing_split_file(root, tmp_path):
     folder = _copy(root, "mednli", tmp_path)
     (folder / "mli_dev_v1.jsonl").unlink()

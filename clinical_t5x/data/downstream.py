@@ -15,7 +15,7 @@ or answer (a bad value is described, not shown). Layouts:
   `I-`-prefixed label names), plus `{train,val,test}_ids.csv` (one doc id a line, no header).
   Literals are parsed with `ast.literal_eval`, which evaluates nothing.
 
-Split names are the pretraining ones: `train`, `validation`, `test`.
+Files must be UTF-8. Split names are the pretraining ones: `train`, `validation`, `test`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import ast
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
@@ -120,11 +121,18 @@ def shown_id(value: Any) -> str:
     return repr(text) if _ID_SHAPE.fullmatch(text) else "(unprintable id)"
 
 
-def _file(folder: str | os.PathLike, name: str) -> Path:
+def _read_text(folder: str | os.PathLike, name: str) -> tuple[Path, str]:
+    """A benchmark file's path and text, which must exist and be UTF-8 (a bad byte is reported
+    by its line, never shown)."""
     path = Path(folder) / name
     if not path.is_file():
         raise DownstreamDataError(path, "", None, "missing (see docs/downstream.md for the layout)")
-    return path
+    data = path.read_bytes()
+    try:
+        return path, data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DownstreamDataError(path, f"line {line}", None, "not valid UTF-8") from None
 
 
 def _check_split(split: str) -> None:
@@ -158,38 +166,36 @@ def _field(record: Any, key: str, kind: type, path: Path, where: str) -> Any:
 def read_mednli(folder: str | os.PathLike, split: str) -> list[NliPair]:
     """The pairs of one split, in file order; blank lines are skipped."""
     _check_split(split)
-    path = _file(folder, MEDNLI_FILES[split])
+    path, text = _read_text(folder, MEDNLI_FILES[split])
     pairs, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DownstreamDataError(path, where, None,
-                                          f"not valid JSON ({e.msg} at column {e.colno})") from None
-            pair_id = _field(record, "pairID", str, path, where)
-            where = f"line {number} (pairID {shown_id(pair_id)})"
-            if pair_id in seen:
-                raise DownstreamDataError(path, where, "pairID", "duplicate id")
-            seen.add(pair_id)
-            label = _field(record, "gold_label", str, path, where)
-            if label not in NLI_LABELS:
-                raise DownstreamDataError(path, where, "gold_label", f"not one of {', '.join(NLI_LABELS)}")
-            pairs.append(NliPair(pair_id, _field(record, "sentence1", str, path, where),
-                                 _field(record, "sentence2", str, path, where), label))
+    for number, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DownstreamDataError(path, where, None,
+                                      f"not valid JSON ({e.msg} at column {e.colno})") from None
+        pair_id = _field(record, "pairID", str, path, where)
+        where = f"line {number} (pairID {shown_id(pair_id)})"
+        if pair_id in seen:
+            raise DownstreamDataError(path, where, "pairID", "duplicate id")
+        seen.add(pair_id)
+        label = _field(record, "gold_label", str, path, where)
+        if label not in NLI_LABELS:
+            raise DownstreamDataError(path, where, "gold_label", f"not one of {', '.join(NLI_LABELS)}")
+        pairs.append(NliPair(pair_id, _field(record, "sentence1", str, path, where),
+                             _field(record, "sentence2", str, path, where), label))
     return pairs
 
 
 # ---- RadQA ------------------------------------------------------------------------------
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, text: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:  # the message names a position, never the text
         raise DownstreamDataError(path, f"line {e.lineno}", None,
                                   f"not valid JSON ({e.msg} at column {e.colno}; truncated file?)") from None
@@ -224,8 +230,8 @@ def _title(article: Any, path: Path, where: str) -> str:
     return str(title).strip()
 
 
-def _iter_radqa(path: Path) -> Iterator[Question]:
-    root = _load_json(path)
+def _iter_radqa(path: Path, text: str) -> Iterator[Question]:
+    root = _load_json(path, text)
     seen: set[str] = set()
     for i, article in enumerate(_list_field(root, "data", path, "top level")):
         title = _title(article, path, f"data[{i}]")
@@ -249,7 +255,7 @@ def _iter_radqa(path: Path) -> Iterator[Question]:
 def read_radqa(folder: str | os.PathLike, split: str) -> list[Question]:
     """The questions of one split, in file order."""
     _check_split(split)
-    return list(_iter_radqa(_file(folder, RADQA_FILES[split])))
+    return list(_iter_radqa(*_read_text(folder, RADQA_FILES[split])))
 
 
 # ---- CLIP -------------------------------------------------------------------------------
@@ -286,24 +292,23 @@ def _row_id(value: str, path: Path, where: str, field: str | None) -> int:
 
 def _read_clip_sentences(folder: str | os.PathLike) -> dict[int, list[ClipSentence]]:
     """Every sentence of `sentence_level.csv`, grouped by document, file order kept."""
-    path = _file(folder, CLIP_SENTENCES)
+    path, text = _read_text(folder, CLIP_SENTENCES)
     documents: dict[int, list[ClipSentence]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise DownstreamDataError(path, "header", missing[0], "missing column")
-        for row in _csv_rows(reader, path):
-            where = f"line {reader.line_num}"
-            if None in row.values():
-                raise DownstreamDataError(path, where, None, f"fewer fields than the header's "
-                                          f"{len(reader.fieldnames)}")
-            doc_id = _row_id(row["doc_id"], path, where, "doc_id")
-            sentences = documents.setdefault(doc_id, [])
-            where = f"line {reader.line_num} (doc_id {doc_id}, sentence {len(sentences)})"
-            tokens = _literal_list(row["sentence"], path, where, "sentence")
-            sentences.append(ClipSentence(doc_id, len(sentences), tuple(tokens),
-                                          _clip_labels(row["labels"], path, where)))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise DownstreamDataError(path, "header", missing[0], "missing column")
+    for row in _csv_rows(reader, path):
+        where = f"line {reader.line_num}"
+        if None in row.values():
+            raise DownstreamDataError(path, where, None, f"fewer fields than the header's "
+                                      f"{len(reader.fieldnames)}")
+        doc_id = _row_id(row["doc_id"], path, where, "doc_id")
+        sentences = documents.setdefault(doc_id, [])
+        where = f"line {reader.line_num} (doc_id {doc_id}, sentence {len(sentences)})"
+        tokens = _literal_list(row["sentence"], path, where, "sentence")
+        sentences.append(ClipSentence(doc_id, len(sentences), tuple(tokens),
+                                      _clip_labels(row["labels"], path, where)))
     return documents
 
 
@@ -320,13 +325,9 @@ def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict]:
 def read_clip_ids(folder: str | os.PathLike, split: str) -> list[int]:
     """The doc ids one split file lists, in order (blank lines skipped)."""
     _check_split(split)
-    path = _file(folder, CLIP_ID_FILES[split])
-    ids = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                ids.append(_row_id(line, path, f"line {number}", None))
-    return ids
+    path, text = _read_text(folder, CLIP_ID_FILES[split])
+    return [_row_id(line, path, f"line {number}", None)
+            for number, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def read_clip(folder: str | os.PathLike, split: str) -> list[ClipDocument]:
