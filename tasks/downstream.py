@@ -30,7 +30,6 @@ from clinical_t5x.tasks.vocabularies import LazyVocabulary, vocabulary_for
 TASKS = ("mednli", "radqa", "clip")
 FRACTIONS = (1, 5, 10, 25)
 DIR_ENVS = {task: f"CLINICAL_T5X_{task.upper()}_DIR" for task in TASKS}
-FEATURE_LENGTHS = examples.FEATURE_LENGTHS
 
 
 def task_name(task: str, percent: int = 100) -> str:
