@@ -263,3 +263,17 @@ def replace_list_of_notes(notes: Iterable[str], note_type: str = "mimic-iii") ->
     if note_type == "mimic-iv":
         return [replace_mimic4(note) for note in notes]
     raise ValueError(f"note_type must be 'mimic-iii' or 'mimic-iv', got {note_type!r}")
+
+
+# Anything that stands for hidden text: MIMIC-III placeholders, MIMIC-IV blanks, our tags.
+_ANY_DEID = re.compile("|".join([_PLACEHOLDER.pattern, _BLANK.pattern, *map(re.escape, TAGS)]))
+
+
+def mask(text: str, token: str) -> str:
+    """Every placeholder, blank or tag replaced by `token`, whatever its family.
+
+    The same note de-identified twice (MIMIC-III and MIMIC-IV hide the same facts differently)
+    or once raw and once prepared then differs only where MIMIC-III kept a shifted date, so
+    near-duplicate and contamination matching compare what the de-identification left alone.
+    """
+    return _ANY_DEID.sub(token, text)
