@@ -402,12 +402,14 @@ def _mimic4_rows(note_types: tuple[str, str], notes: int, seed: int,
         if copy is not None:
             row_id, mimic3_subject, text = copy
             subject = _mimic4_subject(mimic3_subject)
-            note_id = f"{subject}-{main_type}-1"
+            seq = next_seq.get(subject, 1)
+            next_seq[subject] = seq + 1
+            note_id = f"{subject}-{main_type}-{seq}"
             if planted is not None:
                 planted.append(Planted(("mimic3", str(row_id)), (f"mimic4_{_MIMIC4_STEMS[main_type]}", note_id),
                                        subject))
             chart = _date(rng).replace(hour=0, minute=0)
-            yield (note_id, subject, rng.randint(20_000_000, 29_999_999), main_type, 1, _ts(chart),
+            yield (note_id, subject, rng.randint(20_000_000, 29_999_999), main_type, seq, _ts(chart),
                    _ts(chart + datetime.timedelta(minutes=rng.randint(30, 4000))), text)
             continue
         note_type = addendum if i % 20 == 19 else main_type
