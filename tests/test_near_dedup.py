@@ -22,10 +22,12 @@ def test_words_mask_every_deid_family_alike():
     assert near_dedup.words("a ____ form line") == ["a", "____", "form", "line"]  # not a blank
 
 
-def test_shingles():
-    assert near_dedup.shingles(["a", "b", "c", "d"], 3) == ["a b c", "b c d"]
-    assert near_dedup.shingles(["a", "b"], 3) == ["a b"]
-    assert near_dedup.shingles([], 3) == []
+def test_shingles_are_ordered_word_windows():
+    abcd = near_dedup.shingles(["a", "b", "c", "d"], 3)
+    assert len(abcd) == 2 and all(len(s) == 8 for s in abcd) and abcd[0] != abcd[1]
+    assert near_dedup.shingles(["x", "b", "c", "d"], 3)[1] == abcd[1]  # same window, same shingle
+    assert near_dedup.shingles(["c", "b", "a"], 3) != abcd[:1]  # order counts
+    assert len(near_dedup.shingles(["a", "b"], 3)) == 1 and near_dedup.shingles([], 3) == []
 
 
 def test_options_are_checked():

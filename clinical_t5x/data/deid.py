@@ -265,8 +265,9 @@ def replace_list_of_notes(notes: Iterable[str], note_type: str = "mimic-iii") ->
     raise ValueError(f"note_type must be 'mimic-iii' or 'mimic-iv', got {note_type!r}")
 
 
-# Anything that stands for hidden text: MIMIC-III placeholders, MIMIC-IV blanks, our tags.
-_ANY_DEID = re.compile("|".join([_PLACEHOLDER.pattern, _BLANK.pattern, *map(re.escape, TAGS)]))
+# What stands for hidden text in brackets: a MIMIC-III placeholder (as `_PLACEHOLDER`) or a
+# tag. One pattern starting with "[" (and `_BLANK` apart) scans ~4x faster than one alternation.
+_BRACKETED = re.compile(r"\[(?:\*\*[^\n]{0,120}?\*\*|" + "|".join(re.escape(t[1:-1]) for t in TAGS) + r")\]")
 
 
 def mask(text: str, token: str) -> str:
@@ -276,4 +277,8 @@ def mask(text: str, token: str) -> str:
     or once raw and once prepared then differs only where MIMIC-III kept a shifted date, so
     near-duplicate and contamination matching compare what the de-identification left alone.
     """
-    return _ANY_DEID.sub(token, text)
+    if "[" in text:
+        text = _BRACKETED.sub(token, text)
+    if "___" in text:
+        text = _BLANK.sub(token, text)
+    return text

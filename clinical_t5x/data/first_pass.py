@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from clinical_t5x.data import near_dedup
+from clinical_t5x.data.boilerplate import LineCounts
 from clinical_t5x.data.dedup import ResavedDuplicates
 from clinical_t5x.data.mimic import MIMIC3, ROWS_PER_CHUNK
 from clinical_t5x.data.near_dedup import NearOptions, Sketches
@@ -38,14 +39,15 @@ class ScanPlan:
     sketch_kept: bool  # sketches of every note that would be kept
     downstream_rows: frozenset[int]  # MIMIC-III ROW_IDs a downstream benchmark names
     near: NearOptions
+    lines: bool = False  # count the lines of every note that would be kept (--dedup-lines)
 
     @property
     def needed(self) -> bool:
-        return self.keys or self.sketch_kept or bool(self.downstream_rows)
+        return self.keys or self.sketch_kept or bool(self.downstream_rows) or self.lines
 
 
 def plans(sources: tuple[str, ...], dedup: str, downstream_rows: frozenset[int],
-          near: NearOptions) -> dict[str, ScanPlan]:
+          near: NearOptions, lines: bool = False) -> dict[str, ScanPlan]:
     """The plan per source: MIMIC-IV notes are sketched to find copies of downstream notes."""
     if dedup not in DEDUP_MODES:
         raise ValueError(f"dedup must be one of {', '.join(DEDUP_MODES)}, got {dedup!r}")
@@ -55,7 +57,7 @@ def plans(sources: tuple[str, ...], dedup: str, downstream_rows: frozenset[int],
         result[source] = ScanPlan(
             keys=is_mimic3 and dedup != "off",
             sketch_kept=dedup == "near" or (not is_mimic3 and bool(downstream_rows)),
-            downstream_rows=downstream_rows if is_mimic3 else frozenset(), near=near)
+            downstream_rows=downstream_rows if is_mimic3 else frozenset(), near=near, lines=lines)
     return result
 
 
@@ -66,9 +68,11 @@ class Scan:
     keys: ResavedDuplicates = dataclasses.field(default_factory=ResavedDuplicates)
     sketches: Sketches = dataclasses.field(default_factory=Sketches)
     downstream_subjects: set[int] = dataclasses.field(default_factory=set)
+    lines: LineCounts = dataclasses.field(default_factory=LineCounts)
 
     def merge(self, other: Scan) -> Scan:
         self.keys.merge(other.keys)
+        self.lines.merge(other.lines)
         self.sketches.merge(other.sketches)
         self.downstream_subjects |= other.downstream_subjects
         return self
@@ -79,6 +83,7 @@ class ChunkDrops(NamedTuple):
 
     rows: dict[int, str]  # row -> "duplicate" | "near_duplicate"
     subjects: frozenset[int]  # every note of these patients -> "downstream"
+    boilerplate: frozenset[int] = frozenset()  # line hashes removed from kept notes
 
 
 _NO_DROPS = ChunkDrops({}, frozenset())
@@ -91,11 +96,14 @@ class Decisions:
     rows: dict[str, dict[int, dict[int, str]]]  # source -> chunk index -> row -> reason
     subjects: dict[str, frozenset[int]]  # source -> downstream patients
     report: dict
+    boilerplate: frozenset[int] = frozenset()
 
     def for_chunk(self, source: str, index: int) -> ChunkDrops:
         rows = self.rows.get(source, {}).get(index, {})
         subjects = self.subjects.get(source, frozenset())
-        return ChunkDrops(rows, subjects) if rows or subjects else _NO_DROPS
+        if rows or subjects or self.boilerplate:
+            return ChunkDrops(rows, subjects, self.boilerplate)
+        return _NO_DROPS
 
 
 def _by_chunk(drops: dict[str, dict[int, str]]) -> dict[str, dict[int, dict[int, str]]]:
@@ -109,12 +117,13 @@ def _by_chunk(drops: dict[str, dict[int, str]]) -> dict[str, dict[int, dict[int,
 
 
 def decide(scans: dict[str, Scan], dedup: str, near: NearOptions,
-           downstream_subjects: frozenset[int] = frozenset()) -> Decisions:
+           downstream_subjects: frozenset[int] = frozenset(), dedup_lines: float | None = None) -> Decisions:
     """Every cross-row drop, from the merged scans of all sources.
 
     `downstream_subjects` are patients named outright (`subject_ids.csv`), dropped in every
     source; the patients of the named MIMIC-III notes are dropped from MIMIC-III, and the
     MIMIC-IV patients with a near-copy of one of those notes from their MIMIC-IV source.
+    With `dedup_lines`, lines in more than that fraction of all sources' notes are boilerplate.
     """
     drops: dict[str, dict[int, str]] = {source: {} for source in scans}
     for source, scan in scans.items():
@@ -141,5 +150,13 @@ def decide(scans: dict[str, Scan], dedup: str, near: NearOptions,
             drops[names[k]][sketches.rows[k]] = "near_duplicate"
         report["near_duplicate_clusters"] = {str(size): n for size, n in sorted(clusters.histogram.items())}
         report["sketched_notes"] = len(sketches)
+    boilerplate = frozenset()
+    if dedup_lines is not None:
+        lines = LineCounts()
+        for scan in scans.values():
+            lines.merge(scan.lines)
+        boilerplate = lines.frequent(dedup_lines)
+        report["boilerplate_lines"] = {"fraction": dedup_lines, "notes_counted": lines.notes,
+                                       "frequent_lines": len(boilerplate)}
     return Decisions(rows=_by_chunk(drops), subjects={s: frozenset(v) for s, v in subjects.items()},
-                     report=report)
+                     report=report, boilerplate=boilerplate)

@@ -35,6 +35,7 @@ from clinical_t5x.data.mimic import SOURCES
 
 _WORD = re.compile(r"\w+")
 _MASK = " deid "  # one word for every hidden span
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: order matters in a window's hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +63,21 @@ def words(text: str) -> list[str]:
     return _WORD.findall(deid.mask(text, _MASK).lower())
 
 
-def shingles(tokens: list[str], size: int) -> list[str]:
-    """The distinct-able `size`-word windows of `tokens` (a shorter text is one shingle)."""
-    if len(tokens) <= size:
-        return [" ".join(tokens)] if tokens else []
-    return list(map(" ".join, zip(*(tokens[i:] for i in range(size)))))
+def shingles(tokens: list[str], size: int) -> list[bytes]:
+    """The `size`-word windows of `tokens` (a shorter text is one window), each as 8 bytes.
+
+    rensa hashes the words (one call), numpy combines each window's word hashes in order;
+    about twice as fast as joining the words of every window into a string.
+    """
+    if not tokens:
+        return []
+    hashes = np.array(rensa.RMinHash.hash_token_sets([tokens])[0], dtype=np.uint64)
+    count = max(1, len(hashes) - size + 1)
+    window = hashes[:count].copy()
+    for offset in range(1, min(size, len(hashes))):
+        window = window * _MIX + hashes[offset:offset + count]  # wraps modulo 2**64
+    data = window.tobytes()
+    return [data[i:i + 8] for i in range(0, len(data), 8)]
 
 
 def sketch(tokens: list[str], options: NearOptions) -> rensa.RMinHash:

@@ -214,10 +214,11 @@ def _read_input(chunks: RecordChunks, workers, decisions: Decisions, progress: b
 
 
 def _decide(inputs: dict[str, RecordChunks], workers, plans: dict[str, ScanPlan], dedup: str,
-            near: NearOptions, excluded: exclusion.Excluded | None, progress: bool) -> Decisions:
+            near: NearOptions, excluded: exclusion.Excluded | None, dedup_lines: float | None,
+            progress: bool) -> Decisions:
     scans = {source: _scan_input(chunks, workers, plans[source], progress) if plans[source].needed else Scan()
              for source, chunks in inputs.items()}
-    return first_pass.decide(scans, dedup, near, excluded.subjects if excluded else frozenset())
+    return first_pass.decide(scans, dedup, near, excluded.subjects if excluded else frozenset(), dedup_lines)
 
 
 # ----------------------------------------------------------------------------------------
@@ -271,6 +272,7 @@ def _input_entry(source: str, chunks: RecordChunks, merged: WorkerResult) -> dic
         "invalid_utf8_bytes": parsed.get("invalid_utf8_bytes", 0),
         "blank_lines": parsed.get("blank_lines", 0),
         "notes_with_nul_removed": parsed.get("notes_with_nul_removed", 0),
+        "boilerplate_lines_removed": parsed.get("boilerplate_lines_removed", 0),
         "categories": dict(sorted((c, n) for (src, c), n in merged.categories.items() if src == source)),
         "malformed_rows": [{"line": line, "why": why} for line, why in malformed[:MALFORMED_EXAMPLES]],
     }
@@ -323,6 +325,9 @@ def _cross_row_report(manifest: dict, results: list[WorkerResult], decisions: De
             "dropped": {source: e["dropped"]["near_duplicate"] for source, e in manifest["inputs"].items()},
             "cluster_sizes": decisions.report["near_duplicate_clusters"],
             "sketched_notes": decisions.report["sketched_notes"]}
+    if "boilerplate_lines" in decisions.report:
+        report["boilerplate_lines"] = {**decisions.report["boilerplate_lines"], "removed": {
+            source: e["boilerplate_lines_removed"] for source, e in manifest["inputs"].items()}}
     if downstream is not None:
         patients = set().union(*(r.downstream_patients for r in results))
         report["downstream"] = {
@@ -346,26 +351,30 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         validation_fraction: float = 0.01, num_shards: int = 8, validation_shards: int = 1,
         workers: int = 1, typed_mimic4: bool = False, overwrite: bool = False,
         progress: bool = True, chunk_bytes: int = CHUNK_BYTES, dedup: str = "exact",
-        near: NearOptions = NearOptions(), exclude_downstream: str | Path | None = None) -> dict:
+        near: NearOptions = NearOptions(), exclude_downstream: str | Path | None = None,
+        dedup_lines: float | None = None) -> dict:
     """Prepares MIMIC-III and/or MIMIC-IV notes into `out`; returns the manifest it wrote.
 
     `exclude_subjects` is a file of ids (one per line) or the ids themselves. `dedup`:
     "exact" drops re-saved MIMIC-III copies, "near" near-duplicates too (`near` sets how),
     "off" neither. `exclude_downstream` is a folder of downstream benchmark files whose
-    patients leave pretraining (`clinical_t5x.data.exclusion`). Raises before
+    patients leave pretraining (`clinical_t5x.data.exclusion`). `dedup_lines` removes lines found
+    in more than that fraction of notes (`clinical_t5x.data.boilerplate`). Raises before
     writing anything on a missing file, a missing column or a non-empty `out` (without
     `overwrite`); bad rows are dropped and counted, never raised. `chunk_bytes` is the unit
     of work handed to a worker (tests make it small to exercise many chunks).
     """
     if not 0.0 <= validation_fraction <= 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
+    if dedup_lines is not None and not 0.0 < dedup_lines < 1.0:
+        raise ValueError(f"dedup_lines must be in (0, 1), got {dedup_lines}")
     if num_shards < 1 or validation_shards < 1 or workers < 1:
         raise ValueError("num_shards, validation_shards and workers must be >= 1")
     started = time.monotonic()
     found = _inputs(mimic3, mimic4_dir)
     downstream = None if exclude_downstream is None else exclusion.load(exclude_downstream)
     plans = first_pass.plans(tuple(s.source for s in found), dedup,
-                             downstream.row_ids if downstream else frozenset(), near)
+                             downstream.row_ids if downstream else frozenset(), near, dedup_lines is not None)
     if exclude_subjects is None:
         excluded = frozenset()
     elif isinstance(exclude_subjects, (str, Path)):
@@ -383,7 +392,7 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
     inputs = {schema.source: RecordChunks(path, schema, chunk_bytes) for schema, path in found.items()}
     pool = _InlineWorkers(config) if workers == 1 else _WorkerProcesses(config)
     try:
-        decisions = _decide(inputs, pool, plans, dedup, near, downstream, progress)
+        decisions = _decide(inputs, pool, plans, dedup, near, downstream, dedup_lines, progress)
         for chunks in inputs.values():
             _read_input(chunks, pool, decisions, progress)
         results = pool.finish()
@@ -398,6 +407,7 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         "validation_shards": validation_shards, "workers": workers, "typed_mimic4": typed_mimic4,
         "dedup": dedup, "near": dataclasses.asdict(near) if dedup == "near" else None,
         "exclude_downstream": str(exclude_downstream) if exclude_downstream is not None else None,
+        "dedup_lines": dedup_lines,
     }
     manifest = _manifest(config, inputs, results, options, time.monotonic() - started)
     manifest.update(_cross_row_report(manifest, results, decisions, downstream))
@@ -454,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"LSH bands, dividing the permutations (default {defaults.bands})")
     parser.add_argument("--near-threshold", type=float, default=defaults.threshold,
                         help=f"estimated Jaccard similarity that makes a near-duplicate (default {defaults.threshold})")
+    parser.add_argument("--dedup-lines", type=float, metavar="FRACTION",
+                        help="remove lines (compared after DEID normalisation) found in more than this "
+                             "fraction of notes, e.g. 0.01 (default: off)")
     parser.add_argument("--exclude-downstream", type=Path, metavar="DIR",
                         help="drop every patient of the CLIP/RadQA notes or subject_ids.csv in DIR, and the "
                              "MIMIC-IV patients holding copies of those notes")
@@ -471,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                        validation_shards=args.validation_shards, workers=args.workers,
                        typed_mimic4=args.typed_mimic4, overwrite=args.overwrite,
                        progress=not args.no_progress, dedup=args.dedup, near=near,
-                       exclude_downstream=args.exclude_downstream)
+                       exclude_downstream=args.exclude_downstream, dedup_lines=args.dedup_lines)
     except (OSError, ValueError) as e:  # bad inputs or OUT: messages name files, never text
         print(f"clinical-t5x prepare: error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ Row decisions, in this order (the first that applies is the drop reason):
 first pass decided (`clinical_t5x.data.first_pass`: the reading process collects every chunk's
 keys and sketches and sends each chunk its drops): `downstream` (a patient whose notes a
 downstream benchmark uses), `duplicate` (a re-saved MIMIC-III copy), `near_duplicate`; and
-`empty` again when DEID leaves nothing (a note made only of empty placeholders).
+`empty` again when removing boilerplate lines (`--dedup-lines`) and DEID leave nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from clinical_t5x.data import deid, shards
+from clinical_t5x.data import boilerplate, deid, shards
 from clinical_t5x.data.first_pass import ChunkDrops, Scan, ScanPlan
 from clinical_t5x.data.mimic import Chunk, Layout, Malformed, Note, parse_chunk
 
@@ -136,6 +136,8 @@ class Worker:
                 found.keys.add(item.duplicate_key, item.storetime, item.row)
             if named or (kept and plan.sketch_kept):
                 found.sketches.add(source, item.row, item.subject_id, item.text, plan.near, downstream=named)
+            if kept and plan.lines:
+                found.lines.add_note(item.text)
         return found
 
     def notes(self, source: str, layout: Layout, chunk: Chunk, drops: ChunkDrops) -> None:
@@ -152,7 +154,7 @@ class Worker:
                 if reason is None:
                     reason = drops.rows.get(item.row)
                 if reason is None:
-                    reason = self._write(source, item)
+                    reason = self._write(source, item, drops.boilerplate)
             if reason is not None:
                 result.dropped[source, reason] += 1
                 if reason == "malformed" and result.dropped[source, reason] <= MALFORMED_EXAMPLES:
@@ -160,9 +162,12 @@ class Worker:
         for name, count in parsed.items():
             result.parsed[source, name] += count
 
-    def _write(self, source: str, note: Note) -> str | None:
-        """Writes a kept note; returns "empty" when DEID leaves nothing."""
+    def _write(self, source: str, note: Note, frequent_lines: frozenset[int]) -> str | None:
+        """Writes a kept note without its boilerplate lines; returns "empty" when nothing is left."""
         result, text = self.result, note.text
+        if frequent_lines:
+            text, removed = boilerplate.remove(text, frequent_lines)
+            result.parsed[source, "boilerplate_lines_removed"] += removed
         if "\x00" in text:
             text = text.replace("\x00", "")
             result.parsed[source, "notes_with_nul_removed"] += 1
