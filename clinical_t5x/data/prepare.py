@@ -33,7 +33,6 @@ import queue
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
