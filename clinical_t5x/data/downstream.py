@@ -15,17 +15,21 @@ or answer (a bad value is described, not shown). Layouts:
   `I-`-prefixed label names), plus `{train,val,test}_ids.csv` (one doc id a line, no header).
   Literals are parsed with `ast.literal_eval`, which evaluates nothing.
 
-Split names are the pretraining ones: `train`, `validation`, `test`.
+Files must be UTF-8. Split names are the pretraining ones: `train`, `validation`, `test`.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import csv
 import dataclasses
+import io
 import json
 import os
 import re
+import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -117,11 +121,18 @@ def shown_id(value: Any) -> str:
     return repr(text) if _ID_SHAPE.fullmatch(text) else "(unprintable id)"
 
 
-def _file(folder: str | os.PathLike, name: str) -> Path:
+def _read_text(folder: str | os.PathLike, name: str) -> tuple[Path, str]:
+    """A benchmark file's path and text, which must exist and be UTF-8 (a bad byte is reported
+    by its line, never shown)."""
     path = Path(folder) / name
     if not path.is_file():
         raise DownstreamDataError(path, "", None, "missing (see docs/downstream.md for the layout)")
-    return path
+    data = path.read_bytes()
+    try:
+        return path, data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DownstreamDataError(path, f"line {line}", None, "not valid UTF-8") from None
 
 
 def _check_split(split: str) -> None:
@@ -155,38 +166,36 @@ def _field(record: Any, key: str, kind: type, path: Path, where: str) -> Any:
 def read_mednli(folder: str | os.PathLike, split: str) -> list[NliPair]:
     """The pairs of one split, in file order; blank lines are skipped."""
     _check_split(split)
-    path = _file(folder, MEDNLI_FILES[split])
+    path, text = _read_text(folder, MEDNLI_FILES[split])
     pairs, seen = [], set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DownstreamDataError(path, where, None,
-                                          f"not valid JSON ({e.msg} at column {e.colno})") from None
-            pair_id = _field(record, "pairID", str, path, where)
-            where = f"line {number} (pairID {shown_id(pair_id)})"
-            if pair_id in seen:
-                raise DownstreamDataError(path, where, "pairID", "duplicate id")
-            seen.add(pair_id)
-            label = _field(record, "gold_label", str, path, where)
-            if label not in NLI_LABELS:
-                raise DownstreamDataError(path, where, "gold_label", f"not one of {', '.join(NLI_LABELS)}")
-            pairs.append(NliPair(pair_id, _field(record, "sentence1", str, path, where),
-                                 _field(record, "sentence2", str, path, where), label))
+    for number, line in enumerate(text.split("\n"), 1):  # JSON strings may hold U+2028
+        if not line.strip():
+            continue
+        where = f"line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DownstreamDataError(path, where, None,
+                                      f"not valid JSON ({e.msg} at column {e.colno})") from None
+        pair_id = _field(record, "pairID", str, path, where)
+        where = f"line {number} (pairID {shown_id(pair_id)})"
+        if pair_id in seen:
+            raise DownstreamDataError(path, where, "pairID", "duplicate id")
+        seen.add(pair_id)
+        label = _field(record, "gold_label", str, path, where)
+        if label not in NLI_LABELS:
+            raise DownstreamDataError(path, where, "gold_label", f"not one of {', '.join(NLI_LABELS)}")
+        pairs.append(NliPair(pair_id, _field(record, "sentence1", str, path, where),
+                             _field(record, "sentence2", str, path, where), label))
     return pairs
 
 
 # ---- RadQA ------------------------------------------------------------------------------
 
 
-def _load_json(path: Path) -> Any:
+def _load_json(path: Path, text: str) -> Any:
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:  # the message names a position, never the text
         raise DownstreamDataError(path, f"line {e.lineno}", None,
                                   f"not valid JSON ({e.msg} at column {e.colno}; truncated file?)") from None
@@ -221,8 +230,8 @@ def _title(article: Any, path: Path, where: str) -> str:
     return str(title).strip()
 
 
-def _iter_radqa(path: Path) -> Iterator[Question]:
-    root = _load_json(path)
+def _iter_radqa(path: Path, text: str) -> Iterator[Question]:
+    root = _load_json(path, text)
     seen: set[str] = set()
     for i, article in enumerate(_list_field(root, "data", path, "top level")):
         title = _title(article, path, f"data[{i}]")
@@ -246,7 +255,7 @@ def _iter_radqa(path: Path) -> Iterator[Question]:
 def read_radqa(folder: str | os.PathLike, split: str) -> list[Question]:
     """The questions of one split, in file order."""
     _check_split(split)
-    return list(_iter_radqa(_file(folder, RADQA_FILES[split])))
+    return list(_iter_radqa(*_read_text(folder, RADQA_FILES[split])))
 
 
 # ---- CLIP -------------------------------------------------------------------------------
@@ -283,24 +292,23 @@ def _row_id(value: str, path: Path, where: str, field: str | None) -> int:
 
 def _read_clip_sentences(folder: str | os.PathLike) -> dict[int, list[ClipSentence]]:
     """Every sentence of `sentence_level.csv`, grouped by document, file order kept."""
-    path = _file(folder, CLIP_SENTENCES)
+    path, text = _read_text(folder, CLIP_SENTENCES)
     documents: dict[int, list[ClipSentence]] = {}
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or ())]
-        if missing:
-            raise DownstreamDataError(path, "header", missing[0], "missing column")
-        for row in _csv_rows(reader, path):
-            where = f"line {reader.line_num}"
-            if None in row.values():
-                raise DownstreamDataError(path, where, None, f"fewer fields than the header's "
-                                          f"{len(reader.fieldnames)}")
-            doc_id = _row_id(row["doc_id"], path, where, "doc_id")
-            sentences = documents.setdefault(doc_id, [])
-            where = f"line {reader.line_num} (doc_id {doc_id}, sentence {len(sentences)})"
-            tokens = _literal_list(row["sentence"], path, where, "sentence")
-            sentences.append(ClipSentence(doc_id, len(sentences), tuple(tokens),
-                                          _clip_labels(row["labels"], path, where)))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    missing = [c for c in CLIP_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+        raise DownstreamDataError(path, "header", missing[0], "missing column")
+    for row in _csv_rows(reader, path):
+        where = f"line {reader.line_num}"
+        if None in row.values():
+            raise DownstreamDataError(path, where, None, f"fewer fields than the header's "
+                                      f"{len(reader.fieldnames)}")
+        doc_id = _row_id(row["doc_id"], path, where, "doc_id")
+        sentences = documents.setdefault(doc_id, [])
+        where = f"line {reader.line_num} (doc_id {doc_id}, sentence {len(sentences)})"
+        tokens = _literal_list(row["sentence"], path, where, "sentence")
+        sentences.append(ClipSentence(doc_id, len(sentences), tuple(tokens),
+                                      _clip_labels(row["labels"], path, where)))
     return documents
 
 
@@ -317,13 +325,9 @@ def _csv_rows(reader: csv.DictReader, path: Path) -> Iterator[dict]:
 def read_clip_ids(folder: str | os.PathLike, split: str) -> list[int]:
     """The doc ids one split file lists, in order (blank lines skipped)."""
     _check_split(split)
-    path = _file(folder, CLIP_ID_FILES[split])
-    ids = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                ids.append(_row_id(line, path, f"line {number}", None))
-    return ids
+    path, text = _read_text(folder, CLIP_ID_FILES[split])
+    return [_row_id(line, path, f"line {number}", None)
+            for number, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def read_clip(folder: str | os.PathLike, split: str) -> list[ClipDocument]:
@@ -338,31 +342,71 @@ def read_clip(folder: str | os.PathLike, split: str) -> list[ClipDocument]:
     return result
 
 
-# ---- which notes a downstream folder names ----------------------------------------------
+# ---- a downstream folder: what it holds, which notes it names, a check command ------------
 
-# dataset -> (its marker file, the ROW_IDs its files name).
-_ROW_ID_READERS: dict[str, tuple[str, Callable[[Path], set[int]]]] = {
-    "radqa": (RADQA_FILES["train"], lambda folder: {
-        int(q.title) for split in SPLITS for q in read_radqa(folder, split)}),
-    "clip": (CLIP_SENTENCES, lambda folder: set(_read_clip_sentences(folder))),
+# A dataset's folder is recognised by its train file.
+MARKERS = {"mednli": MEDNLI_FILES["train"], "radqa": RADQA_FILES["train"], "clip": CLIP_SENTENCES}
+
+
+def dataset_folders(folder: str | os.PathLike) -> dict[str, Path]:
+    """The benchmark folders `folder` holds, by dataset: `folder` itself when it is one
+    dataset's folder, else its `mednli/`, `radqa/`, `clip/` (as `synth --downstream` writes)."""
+    root = Path(folder)
+    found = {}
+    for name, marker in MARKERS.items():
+        for candidate in (root / name, root):
+            if (candidate / marker).is_file():
+                found[name] = candidate
+                break
+    if not found:
+        raise DownstreamDataError(root, "", None, "holds no MedNLI, RadQA or CLIP files, directly or "
+                                  "in mednli/, radqa/ or clip/ (see docs/downstream.md)")
+    return found
+
+
+_ROW_IDS: dict[str, Callable[[Path], set[int]]] = {
+    "radqa": lambda folder: {int(q.title) for split in SPLITS for q in read_radqa(folder, split)},
+    "clip": lambda folder: set(_read_clip_sentences(folder)),
 }
 
 
 def note_row_ids(folder: str | os.PathLike) -> dict[str, set[int]]:
     """The MIMIC-III note ROW_IDs a downstream folder names, by dataset (`radqa`, `clip`).
 
-    `folder` is one dataset's folder or a folder holding `radqa/` and/or `clip/` (the layout
-    `clinical-t5x synth --downstream` writes). MedNLI names no notes, so it is not listed.
-    Pretraining on these notes would leak the test sets: `prepare` can exclude them.
+    `folder` as for `dataset_folders`; MedNLI names no notes, so it is never listed (a folder
+    with MedNLI only gives {}). Pretraining on these notes would leak the benchmarks' test sets.
     """
-    root = Path(folder)
-    found = {}
-    for name, (marker, read) in _ROW_ID_READERS.items():
-        for candidate in (root / name, root):
-            if (candidate / marker).is_file():
-                found[name] = read(candidate)
-                break
-    if not found:
-        raise DownstreamDataError(root, "", None, f"holds no RadQA ({RADQA_FILES['train']}) or CLIP "
-                                  f"({CLIP_SENTENCES}) files, directly or in radqa/ or clip/")
-    return found
+    return {name: _ROW_IDS[name](path) for name, path in dataset_folders(folder).items()
+            if name in _ROW_IDS}
+
+
+def _split_summary(name: str, folder: Path, split: str) -> str:
+    """Counts of one split, never text: records and their labels."""
+    if name == "mednli":
+        pairs = read_mednli(folder, split)
+        labels = Counter(p.label for p in pairs)
+        return f"{len(pairs)} pairs ({', '.join(f'{l} {labels[l]}' for l in NLI_LABELS)})"
+    if name == "radqa":
+        questions = read_radqa(folder, split)
+        reports = len({q.title for q in questions})
+        impossible = sum(q.is_impossible for q in questions)
+        return f"{len(questions)} questions on {reports} reports ({impossible} without answer)"
+    documents = read_clip(folder, split)
+    sentences = [s for d in documents for s in d.sentences]
+    labelled = sum(bool(s.labels) for s in sentences)
+    return f"{len(sentences)} sentences in {len(documents)} documents ({labelled} with labels)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="clinical-t5x check-downstream",
+                                     description="check MedNLI/RadQA/CLIP files and count their records")
+    parser.add_argument("folder", help="one dataset's folder, or a folder holding mednli/ radqa/ clip/")
+    args = parser.parse_args(argv)
+    try:
+        for name, folder in dataset_folders(args.folder).items():
+            for split in SPLITS:
+                print(f"{name} {split}: {_split_summary(name, folder, split)}")
+    except DownstreamDataError as e:  # the message names file, record and field, never text
+        print(f"clinical-t5x check-downstream: error: {e}", file=sys.stderr)
+        return 2
+    return 0
