@@ -111,4 +111,4 @@ def test_planted_overlaps_are_found_by_id(prepared, tmp_path, capsys):
 def test_cli_reports_a_folder_without_benchmarks(prepared, tmp_path, capsys):
     out, _ = prepared
     assert contamination.main(["--prepared", str(out), "--data", str(tmp_path)]) == 2
-    assert "no MedNLI, RadQA or CLIP files" in capsys.readouterr().err
+    assert "holds no MedNLI, RadQA or CLIP files" in capsys.readouterr().err

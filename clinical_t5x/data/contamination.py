@@ -25,9 +25,6 @@ from clinical_t5x.data import downstream, shards
 from clinical_t5x.data.near_dedup import words
 
 NGRAM = 13
-DATASETS = ("mednli", "radqa", "clip")
-_MARKERS = {"mednli": downstream.MEDNLI_FILES["train"], "radqa": downstream.RADQA_FILES["train"],
-            "clip": downstream.CLIP_SENTENCES}
 
 
 def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
@@ -45,20 +42,6 @@ def _texts(dataset: str, folder: Path, split: str) -> list[tuple[str, list[str]]
     return [(str(d.doc_id), [" ".join(s.text for s in d.sentences)]) for d in downstream.read_clip(folder, split)]
 
 
-def find_datasets(folder: str | Path) -> dict[str, Path]:
-    """The benchmark folders under `folder` (itself or `mednli/`, `radqa/`, `clip/`)."""
-    root = Path(folder)
-    found = {}
-    for name, marker in _MARKERS.items():
-        for candidate in (root / name, root):
-            if (candidate / marker).is_file():
-                found[name] = candidate
-                break
-    if not found:
-        raise FileNotFoundError(f"{root}: no MedNLI, RadQA or CLIP files, directly or in mednli/, radqa/, clip/")
-    return found
-
-
 def _prepared_texts(prepared: str | Path) -> Iterator[str]:
     manifest = shards.read_manifest(prepared)
     for split, by_source in manifest["shards"].items():
@@ -73,7 +56,7 @@ def report(prepared: str | Path, data: str | Path) -> dict:
     examples: dict[tuple[str, str], list[str]] = {}
     short: dict[tuple[str, str], int] = {}
     index: dict[tuple[str, ...], list[tuple[tuple[str, str], str]]] = defaultdict(list)
-    for dataset, folder in find_datasets(data).items():
+    for dataset, folder in downstream.dataset_folders(data).items():
         for split in downstream.SPLITS:
             key = (dataset, split)
             items = _texts(dataset, folder, split)

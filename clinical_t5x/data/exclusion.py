@@ -56,12 +56,11 @@ def load(folder: str | Path) -> Excluded:
     try:
         named = downstream.note_row_ids(folder)
     except downstream.DownstreamDataError as e:
-        holds_none = e.path == str(folder) and not e.record
-        if not holds_none:
+        if e.path != str(folder) or e.record:  # a benchmark file not in its official layout
             raise
-        if not subject_file.is_file():
-            raise FileNotFoundError(f"{folder}: no RadQA, CLIP or {SUBJECT_IDS} files to exclude") from None
-        named = {}
+        named = {}  # no benchmark files at all
+    if not named and not subject_file.is_file():
+        raise FileNotFoundError(f"{folder}: no RadQA, CLIP or {SUBJECT_IDS} files to exclude")
     files = {name: len(ids) for name, ids in sorted(named.items())}
     if subject_file.is_file():
         files["subject_ids"] = len(subjects)
