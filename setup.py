@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "protobuf==7.36.2",
     "safetensors",
     "tqdm",
+    # MinHash + LSH for `prepare --dedup near` (Rust; scipy, already here, clusters the pairs).
+    "rensa==0.5.0",
     # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
     "transformers==5.24.0",
 ]

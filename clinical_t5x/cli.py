@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import-hf": ("clinical_t5x.hf.convert:import_main", "Hugging Face T5 folder -> checkpoint"),
     "check-downstream": ("clinical_t5x.data.downstream:main", "check MedNLI/RadQA/CLIP files, count records"),
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
+    "contamination": ("clinical_t5x.data.contamination:main",
+                      "downstream examples sharing a 13-word n-gram with prepared shards (ids only)"),
 }
 
 

@@ -207,3 +207,11 @@ def test_classification_does_not_depend_on_what_was_seen_before():
     for text in ("[**March 3**] [**March 123456**]", "[**March 123456**] [**March 3**]"):
         deid._cache.clear()
         assert sorted(deid.replace_mimic3(text).split(" ")) == ["3", "March", "[MISC]"]
+
+
+def test_mask_makes_every_deidentification_of_a_note_alike():
+    mimic3 = "Dr. [**Last Name (NamePattern1) 12**] at [**Hospital1 18**], [** **]."
+    mimic4 = "Dr. ___ at ___, ___."
+    prepared = deid.replace_mimic3("Dr. [**Last Name (NamePattern1) 12**] at [**Hospital1 18**], [**Age over 90 **].")
+    assert deid.mask(mimic3, "#") == deid.mask(mimic4, "#") == deid.mask(prepared, "#") == "Dr. # at #, #."
+    assert deid.mask("a ____ line and [Unknown]", "#") == "a ____ line and [Unknown]"

@@ -61,7 +61,7 @@ def test_every_row_is_accounted_for_and_written(tmp_path):
                            validation_fraction=0.0, num_shards=2, progress=False)
     assert manifest["format"] == prepare.FORMAT
     assert manifest["dropped"] == {"iserror": 1, "duplicate": 1, "excluded_subject": 1, "empty": 2,
-                                   "malformed": 1, "category": 1}
+                                   "malformed": 1, "category": 1, "downstream": 0, "near_duplicate": 0}
     assert manifest["rows_read"] == 16 == kept_total(manifest) + sum(manifest["dropped"].values())
     assert manifest["kept"]["train"]["mimic3"]["notes"] == 6
     m3 = manifest["inputs"]["mimic3"]

@@ -185,3 +185,21 @@ def test_cli_rejects_no_notes_with_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         synth.main(["--out", str(tmp_path / "cli"), "--notes", "0"])
     assert exit_info.value.code == 2 and "--notes must be >= 1" in capsys.readouterr().err
+
+
+def test_planted_duplicates_are_in_the_files(corpus):
+    """The truth the dedup tests score against: each copy is in the files, a copied-forward note
+    is its original plus one line, and a MIMIC-IV copy is the summary with `___` blanks."""
+    _, _, tables = corpus
+    planted = synth.planted_duplicates(NOTES, SEED)
+    rows = {source: {row[0]: row for row in table[1]} for source, table in tables.items()}
+    kinds = collections.Counter(p.copy[0] for p in planted)
+    assert kinds["mimic3"] >= NOTES // 60 and kinds["mimic4_discharge"] >= 3
+    for p in planted:
+        original, copy = rows[p.original[0]][p.original[1]], rows[p.copy[0]][p.copy[1]]
+        if p.copy[0] == "mimic3":
+            assert copy[1] == original[1] == str(p.copy_subject) and copy[4] > original[4]
+            assert copy[10].startswith(original[10]) and copy[10] != original[10]
+        else:
+            assert original[6] == "Discharge summary" and copy[1] == str(p.copy_subject)
+            assert "[**" not in copy[-1] and deid.mask(copy[-1], "#") == deid.mask(original[10], "#")

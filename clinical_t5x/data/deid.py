@@ -263,3 +263,22 @@ def replace_list_of_notes(notes: Iterable[str], note_type: str = "mimic-iii") ->
     if note_type == "mimic-iv":
         return [replace_mimic4(note) for note in notes]
     raise ValueError(f"note_type must be 'mimic-iii' or 'mimic-iv', got {note_type!r}")
+
+
+# What stands for hidden text in brackets: a MIMIC-III placeholder (as `_PLACEHOLDER`) or a
+# tag. One pattern starting with "[" (and `_BLANK` apart) scans ~4x faster than one alternation.
+_BRACKETED = re.compile(r"\[(?:\*\*[^\n]{0,120}?\*\*|" + "|".join(re.escape(t[1:-1]) for t in TAGS) + r")\]")
+
+
+def mask(text: str, token: str) -> str:
+    """Every placeholder, blank or tag replaced by `token`, whatever its family.
+
+    The same note de-identified twice (MIMIC-III and MIMIC-IV hide the same facts differently)
+    or once raw and once prepared then differs only where MIMIC-III kept a shifted date, so
+    near-duplicate and contamination matching compare what the de-identification left alone.
+    """
+    if "[" in text:
+        text = _BRACKETED.sub(token, text)
+    if "___" in text:
+        text = _BLANK.sub(token, text)
+    return text

@@ -12,8 +12,9 @@ shard per worker).
 Kept notes go to `validation` when a keyed hash of their subject_id falls under
 `validation_fraction`, so a patient is never in both splits. Category filters match
 case-insensitively on the stripped category; MIMIC-IV's category is its note_type (DS, AD,
-RR, AR). NUL characters are removed from kept text (counted). Re-saved MIMIC-III copies are
-found in a first, key-only pass (`clinical_t5x.data.dedup`).
+RR, AR). NUL characters are removed from kept text (counted). Drops that depend on other rows
+(re-saved MIMIC-III copies, near-duplicates, downstream benchmark patients) are decided after a
+first, text-free pass over every input (`clinical_t5x.data.first_pass`).
 
 `OUT/manifest.json` accounts for every row (rows_read = kept + dropped, checked before it is
 written) and is written last, atomically: a run that dies leaves no manifest, and readers
@@ -23,6 +24,7 @@ refuse such a directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.forkserver
@@ -31,7 +33,6 @@ import queue
 import shutil
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -39,11 +40,13 @@ from tqdm import tqdm
 
 from clinical_t5x import owner_only
 
-from clinical_t5x.data import shards
+from clinical_t5x.data import exclusion, first_pass, shards
+from clinical_t5x.data.exclusion import load_subject_ids
+from clinical_t5x.data.first_pass import ChunkDrops, Decisions, Scan, ScanPlan
+from clinical_t5x.data.near_dedup import NearOptions
 from clinical_t5x.data.shards import FORMAT, MANIFEST, read_manifest
-from clinical_t5x.data.dedup import ResavedDuplicates
-from clinical_t5x.data.mimic import (CHUNK_BYTES, MIMIC3, ROWS_PER_CHUNK, Chunk, Layout, RecordChunks, Schema, check_header,
-                                find_mimic4_files, is_id)
+from clinical_t5x.data.mimic import (CHUNK_BYTES, MIMIC3, Chunk, Layout, RecordChunks, Schema, check_header,
+                                find_mimic4_files)
 from clinical_t5x.data.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
                                          split_of, worker_process)
 
@@ -51,20 +54,6 @@ __all__ = ["DROP_REASONS", "FORMAT", "load_subject_ids", "main", "read_manifest"
 
 _QUEUE_CHUNKS = 4  # per worker process: bounds memory when workers fall behind
 _UNKNOWN_LABELS = 1000  # most frequent unknown placeholder labels listed (all are counted)
-
-
-def load_subject_ids(path: str | Path) -> frozenset[int]:
-    """Subject ids, one per line (blank lines and `#` comments ignored), for `exclude_subjects`."""
-    ids = set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            value = line.split("#", 1)[0].strip()
-            if not value:
-                continue
-            if not is_id(value):
-                raise ValueError(f"{path}:{number}: not a subject id (expected digits)")
-            ids.add(int(value))
-    return frozenset(ids)
 
 
 # ----------------------------------------------------------------------------------------
@@ -76,17 +65,17 @@ class _InlineWorkers:
 
     def __init__(self, config: WorkerConfig):
         self._worker = Worker(config, 0)
-        self._keys = ResavedDuplicates()
+        self._scan = Scan()
 
-    def submit_keys(self, layout: Layout, chunk: Chunk) -> None:
-        self._keys.merge(self._worker.keys(layout, chunk))
+    def submit_scan(self, source: str, layout: Layout, chunk: Chunk, plan: ScanPlan) -> None:
+        self._scan.merge(self._worker.scan(source, layout, chunk, plan))
 
-    def collect_keys(self) -> ResavedDuplicates:
-        found, self._keys = self._keys, ResavedDuplicates()
+    def collect_scan(self) -> Scan:
+        found, self._scan = self._scan, Scan()
         return found
 
-    def submit_notes(self, source: str, layout: Layout, chunk: Chunk, superseded: frozenset[int]) -> None:
-        self._worker.notes(source, layout, chunk, superseded)
+    def submit_notes(self, source: str, layout: Layout, chunk: Chunk, drops: ChunkDrops) -> None:
+        self._worker.notes(source, layout, chunk, drops)
 
     def finish(self) -> list[WorkerResult]:
         return [self._worker.close()]
@@ -112,7 +101,7 @@ class _WorkerProcesses:
         self._results = self._ctx.Queue()
         self._inboxes = [self._ctx.Queue(maxsize=_QUEUE_CHUNKS) for _ in range(config.workers)]
         self._procs: list[Any] = []
-        self._pending_keys = self._turn = 0
+        self._pending_scans = self._turn = 0
 
     def _start(self) -> None:
         self._procs = [self._ctx.Process(target=worker_process, args=(self._config, w, inbox, self._results),
@@ -164,19 +153,19 @@ class _WorkerProcesses:
         self._turn += 1
         return (self._turn - 1) % len(self._inboxes)
 
-    def submit_keys(self, layout: Layout, chunk: Chunk) -> None:
-        self._send(self._next_worker(), ("keys", layout, chunk))
-        self._pending_keys += 1
+    def submit_scan(self, source: str, layout: Layout, chunk: Chunk, plan: ScanPlan) -> None:
+        self._send(self._next_worker(), ("scan", source, layout, chunk, plan))
+        self._pending_scans += 1
 
-    def collect_keys(self) -> ResavedDuplicates:
-        found = ResavedDuplicates()
-        while self._pending_keys:
-            found.merge(self._receive("keys")[1])
-            self._pending_keys -= 1
+    def collect_scan(self) -> Scan:
+        found = Scan()
+        while self._pending_scans:
+            found.merge(self._receive("scan")[1])
+            self._pending_scans -= 1
         return found
 
-    def submit_notes(self, source: str, layout: Layout, chunk: Chunk, superseded: frozenset[int]) -> None:
-        self._send(self._next_worker(), ("notes", source, layout, chunk, superseded))
+    def submit_notes(self, source: str, layout: Layout, chunk: Chunk, drops: ChunkDrops) -> None:
+        self._send(self._next_worker(), ("notes", source, layout, chunk, drops))
 
     def finish(self) -> list[WorkerResult]:
         for worker in range(len(self._inboxes)):
@@ -203,28 +192,32 @@ def _progress(chunks: RecordChunks, what: str, enabled: bool) -> tqdm:
                 unit_divisor=1024, file=sys.stderr, disable=not enabled, mininterval=0.5)
 
 
-def _superseded_by_chunk(chunks: RecordChunks, workers, progress: bool) -> dict[int, frozenset[int]]:
-    """First, key-only pass (MIMIC-III): the rows a later re-save supersedes, by chunk."""
-    with _progress(chunks, "keys", progress) as bar:
+def _scan_input(chunks: RecordChunks, workers, plan: ScanPlan, progress: bool) -> Scan:
+    """First pass over one input: keys, sketches and downstream subjects, never text."""
+    with _progress(chunks, "scan", progress) as bar:
         for chunk in chunks:
-            workers.submit_keys(chunks.layout, chunk)
+            workers.submit_scan(chunks.schema.source, chunks.layout, chunk, plan)
             bar.update(chunks.bytes_read - bar.n)
-        losers = workers.collect_keys().losers()
+        found = workers.collect_scan()
         bar.update(chunks.bytes_read - bar.n)
-    by_chunk: dict[int, set[int]] = defaultdict(set)
-    for row in losers:
-        by_chunk[row // ROWS_PER_CHUNK].add(row)
-    return {index: frozenset(rows) for index, rows in by_chunk.items()}
+    return found
 
 
-def _read_input(chunks: RecordChunks, workers, progress: bool) -> None:
-    superseded = _superseded_by_chunk(chunks, workers, progress) if chunks.schema.duplicate_key else {}
+def _read_input(chunks: RecordChunks, workers, decisions: Decisions, progress: bool) -> None:
+    source = chunks.schema.source
     with _progress(chunks, "prepare", progress) as bar:
         for chunk in chunks:
-            workers.submit_notes(chunks.schema.source, chunks.layout, chunk,
-                                 superseded.get(chunk.index, frozenset()))
+            workers.submit_notes(source, chunks.layout, chunk, decisions.for_chunk(source, chunk.index))
             bar.update(chunks.bytes_read - bar.n)
         bar.update(chunks.bytes_read - bar.n)
+
+
+def _decide(inputs: dict[str, RecordChunks], workers, plans: dict[str, ScanPlan], dedup: str,
+            near: NearOptions, excluded: exclusion.Excluded | None, dedup_lines: float | None,
+            progress: bool) -> Decisions:
+    scans = {source: _scan_input(chunks, workers, plans[source], progress) if plans[source].needed else Scan()
+             for source, chunks in inputs.items()}
+    return first_pass.decide(scans, dedup, near, excluded.subjects if excluded else frozenset(), dedup_lines)
 
 
 # ----------------------------------------------------------------------------------------
@@ -278,6 +271,7 @@ def _input_entry(source: str, chunks: RecordChunks, merged: WorkerResult) -> dic
         "invalid_utf8_bytes": parsed.get("invalid_utf8_bytes", 0),
         "blank_lines": parsed.get("blank_lines", 0),
         "notes_with_nul_removed": parsed.get("notes_with_nul_removed", 0),
+        "boilerplate_lines_removed": parsed.get("boilerplate_lines_removed", 0),
         "categories": dict(sorted((c, n) for (src, c), n in merged.categories.items() if src == source)),
         "malformed_rows": [{"line": line, "why": why} for line, why in malformed[:MALFORMED_EXAMPLES]],
     }
@@ -321,6 +315,27 @@ def _manifest(config: WorkerConfig, inputs: dict[str, RecordChunks], results: li
     return manifest
 
 
+def _cross_row_report(manifest: dict, results: list[WorkerResult], decisions: Decisions,
+                      downstream: exclusion.Excluded | None) -> dict:
+    """The manifest's `near_duplicates` and `downstream` sections (counts and ids, no text)."""
+    report = {}
+    if "near_duplicate_clusters" in decisions.report:
+        report["near_duplicates"] = {
+            "dropped": {source: e["dropped"]["near_duplicate"] for source, e in manifest["inputs"].items()},
+            "cluster_sizes": decisions.report["near_duplicate_clusters"],
+            "sketched_notes": decisions.report["sketched_notes"]}
+    if "boilerplate_lines" in decisions.report:
+        report["boilerplate_lines"] = {**decisions.report["boilerplate_lines"], "removed": {
+            source: e["boilerplate_lines_removed"] for source, e in manifest["inputs"].items()}}
+    if downstream is not None:
+        patients = set().union(*(r.downstream_patients for r in results))
+        report["downstream"] = {
+            "named": downstream.files,
+            "patients": {source: sum(1 for s, _ in patients if s == source) for source in manifest["inputs"]},
+            "notes": {source: e["dropped"]["downstream"] for source, e in manifest["inputs"].items()}}
+    return report
+
+
 def _write_json_private(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with owner_only.open_file(tmp, "w") as f:
@@ -334,20 +349,31 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         exclude_subjects: str | Path | Iterable[int] | None = None,
         validation_fraction: float = 0.01, num_shards: int = 8, validation_shards: int = 1,
         workers: int = 1, typed_mimic4: bool = False, overwrite: bool = False,
-        progress: bool = True, chunk_bytes: int = CHUNK_BYTES) -> dict:
+        progress: bool = True, chunk_bytes: int = CHUNK_BYTES, dedup: str = "exact",
+        near: NearOptions = NearOptions(), exclude_downstream: str | Path | None = None,
+        dedup_lines: float | None = None) -> dict:
     """Prepares MIMIC-III and/or MIMIC-IV notes into `out`; returns the manifest it wrote.
 
-    `exclude_subjects` is a file of ids (one per line) or the ids themselves. Raises before
+    `exclude_subjects` is a file of ids (one per line) or the ids themselves. `dedup`:
+    "exact" drops re-saved MIMIC-III copies, "near" near-duplicates too (`near` sets how),
+    "off" neither. `exclude_downstream` is a folder of downstream benchmark files whose
+    patients leave pretraining (`clinical_t5x.data.exclusion`). `dedup_lines` removes lines found
+    in more than that fraction of notes (`clinical_t5x.data.boilerplate`). Raises before
     writing anything on a missing file, a missing column or a non-empty `out` (without
     `overwrite`); bad rows are dropped and counted, never raised. `chunk_bytes` is the unit
     of work handed to a worker (tests make it small to exercise many chunks).
     """
     if not 0.0 <= validation_fraction <= 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
+    if dedup_lines is not None and not 0.0 < dedup_lines < 1.0:
+        raise ValueError(f"dedup_lines must be in (0, 1), got {dedup_lines}")
     if num_shards < 1 or validation_shards < 1 or workers < 1:
         raise ValueError("num_shards, validation_shards and workers must be >= 1")
     started = time.monotonic()
     found = _inputs(mimic3, mimic4_dir)
+    downstream = None if exclude_downstream is None else exclusion.load(exclude_downstream)
+    plans = first_pass.plans(tuple(s.source for s in found), dedup,
+                             downstream.row_ids if downstream else frozenset(), near, dedup_lines is not None)
     if exclude_subjects is None:
         excluded = frozenset()
     elif isinstance(exclude_subjects, (str, Path)):
@@ -365,8 +391,9 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
     inputs = {schema.source: RecordChunks(path, schema, chunk_bytes) for schema, path in found.items()}
     pool = _InlineWorkers(config) if workers == 1 else _WorkerProcesses(config)
     try:
+        decisions = _decide(inputs, pool, plans, dedup, near, downstream, dedup_lines, progress)
         for chunks in inputs.values():
-            _read_input(chunks, pool, progress)
+            _read_input(chunks, pool, decisions, progress)
         results = pool.finish()
     except BaseException:
         pool.abort()
@@ -377,8 +404,12 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         "exclude_subjects_file": str(exclude_subjects) if isinstance(exclude_subjects, (str, Path)) else None,
         "validation_fraction": validation_fraction, "num_shards": num_shards,
         "validation_shards": validation_shards, "workers": workers, "typed_mimic4": typed_mimic4,
+        "dedup": dedup, "near": dataclasses.asdict(near) if dedup == "near" else None,
+        "exclude_downstream": str(exclude_downstream) if exclude_downstream is not None else None,
+        "dedup_lines": dedup_lines,
     }
     manifest = _manifest(config, inputs, results, options, time.monotonic() - started)
+    manifest.update(_cross_row_report(manifest, results, decisions, downstream))
     _write_json_private(out / MANIFEST, manifest)
     return manifest
 
@@ -420,18 +451,39 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="processes that parse, DEID and write (default 1: this process)")
     parser.add_argument("--typed-mimic4", action="store_true",
                         help="type MIMIC-IV ___ blanks from their left context instead of [MISC]")
+    defaults = NearOptions()
+    parser.add_argument("--dedup", choices=first_pass.DEDUP_MODES, default="exact",
+                        help="exact: drop re-saved MIMIC-III copies (default); near: also near-duplicate "
+                             "notes within and across MIMIC-III/IV (MinHash + LSH); off: neither")
+    parser.add_argument("--near-shingle-words", type=int, default=defaults.shingle_words,
+                        help=f"words per shingle for --dedup near (default {defaults.shingle_words})")
+    parser.add_argument("--near-permutations", type=int, default=defaults.num_perm,
+                        help=f"MinHash permutations (default {defaults.num_perm})")
+    parser.add_argument("--near-bands", type=int, default=defaults.bands,
+                        help=f"LSH bands, dividing the permutations (default {defaults.bands})")
+    parser.add_argument("--near-threshold", type=float, default=defaults.threshold,
+                        help=f"estimated Jaccard similarity that makes a near-duplicate (default {defaults.threshold})")
+    parser.add_argument("--dedup-lines", type=float, metavar="FRACTION",
+                        help="remove lines (compared after DEID normalisation) found in more than this "
+                             "fraction of notes, e.g. 0.01 (default: off)")
+    parser.add_argument("--exclude-downstream", type=Path, metavar="DIR",
+                        help="drop every patient of the CLIP/RadQA notes or subject_ids.csv in DIR, and the "
+                             "MIMIC-IV patients holding copies of those notes")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous output in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if args.mimic3 is None and args.mimic4_dir is None:
         parser.error("give --mimic3 and/or --mimic4-dir")
     try:
+        near = NearOptions(shingle_words=args.near_shingle_words, num_perm=args.near_permutations,
+                           bands=args.near_bands, threshold=args.near_threshold)
         manifest = run(args.mimic3, args.mimic4_dir, out=args.out, categories=args.categories,
                        exclude_categories=args.exclude_categories, exclude_subjects=args.exclude_subjects,
                        validation_fraction=args.validation_fraction, num_shards=args.num_shards,
                        validation_shards=args.validation_shards, workers=args.workers,
                        typed_mimic4=args.typed_mimic4, overwrite=args.overwrite,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, dedup=args.dedup, near=near,
+                       exclude_downstream=args.exclude_downstream, dedup_lines=args.dedup_lines)
     except (OSError, ValueError) as e:  # bad inputs or OUT: messages name files, never text
         print(f"clinical-t5x prepare: error: {e}", file=sys.stderr)
         return 2

@@ -7,10 +7,11 @@ parallel. A worker is either the reading process itself (`workers=1`) or one of 
 processes; its counts come back as a `WorkerResult` that the reading process merges.
 
 Row decisions, in this order (the first that applies is the drop reason):
-`malformed`, `iserror`, `category`, `excluded_subject`, `empty` (no text), `duplicate` (a
-re-saved MIMIC-III copy: `clinical_t5x.data.dedup`; the reading process collects every chunk's
-keys in a first pass and sends each chunk its losing rows), and `empty` again when DEID
-leaves nothing (a note made only of empty placeholders).
+`malformed`, `iserror`, `category`, `excluded_subject`, `empty` (no text), then the drops the
+first pass decided (`clinical_t5x.data.first_pass`: the reading process collects every chunk's
+keys and sketches and sends each chunk its drops): `downstream` (a patient whose notes a
+downstream benchmark uses), `duplicate` (a re-saved MIMIC-III copy), `near_duplicate`; and
+`empty` again when removing boilerplate lines (`--dedup-lines`) and DEID leave nothing.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from clinical_t5x.data import deid, shards
-from clinical_t5x.data.dedup import ResavedDuplicates
+from clinical_t5x.data import boilerplate, deid, shards
+from clinical_t5x.data.first_pass import ChunkDrops, Scan, ScanPlan
 from clinical_t5x.data.mimic import Chunk, Layout, Malformed, Note, parse_chunk
 
-DROP_REASONS: tuple[str, ...] = ("iserror", "duplicate", "excluded_subject", "empty", "malformed", "category")
+DROP_REASONS: tuple[str, ...] = ("iserror", "duplicate", "excluded_subject", "empty", "malformed", "category",
+                                 "downstream", "near_duplicate")
 MALFORMED_EXAMPLES = 20  # lines of malformed rows listed per input (all are counted)
 _SPLIT_PERSON = b"ct5x-split"
 
@@ -75,6 +77,7 @@ class WorkerResult:
     malformed: list[tuple[str, int, str]] = dataclasses.field(default_factory=list)  # source, line, why
     subjects: dict[str, set[int]] = dataclasses.field(
         default_factory=lambda: {split: set() for split in shards.SPLITS})
+    downstream_patients: set[tuple[str, int]] = dataclasses.field(default_factory=set)  # (source, subject)
     cpu_s: float | None = None  # CPU seconds of a worker process (None: the reading process)
 
     def merge(self, other: WorkerResult) -> WorkerResult:
@@ -84,6 +87,7 @@ class WorkerResult:
         self.malformed += other.malformed
         for split in shards.SPLITS:
             self.subjects[split] |= other.subjects[split]
+        self.downstream_patients |= other.downstream_patients
         return self
 
 
@@ -117,15 +121,26 @@ class Worker:
             return "empty"
         return None
 
-    def keys(self, layout: Layout, chunk: Chunk) -> ResavedDuplicates:
-        """First pass: the duplicate keys of the rows that would otherwise be kept."""
-        found = ResavedDuplicates()
+    def scan(self, source: str, layout: Layout, chunk: Chunk, plan: ScanPlan) -> Scan:
+        """First pass: keys and sketches of the rows that would otherwise be kept, and the
+        subjects (and sketches) of the notes a downstream benchmark names."""
+        found = Scan()
         for item in parse_chunk(chunk, layout):
-            if type(item) is Note and item.duplicate_key is not None and self._drop_reason(item) is None:
-                found.add(item.duplicate_key, item.storetime, item.row)
+            if type(item) is not Note:
+                continue
+            named = bool(plan.downstream_rows) and int(item.note_id) in plan.downstream_rows
+            if named:
+                found.downstream_subjects.add(item.subject_id)
+            kept = self._drop_reason(item) is None
+            if kept and plan.keys and item.duplicate_key is not None:
+                found.keys.add(item.duplicate_key, item.storetime, item.row)
+            if named or (kept and plan.sketch_kept):
+                found.sketches.add(source, item.row, item.subject_id, item.text, plan.near, downstream=named)
+            if kept and plan.lines:
+                found.lines.add_note(item.text)
         return found
 
-    def notes(self, source: str, layout: Layout, chunk: Chunk, superseded: frozenset[int]) -> None:
+    def notes(self, source: str, layout: Layout, chunk: Chunk, drops: ChunkDrops) -> None:
         """Second (or only) pass: every row counted once, as kept or dropped with its reason."""
         result, parsed = self.result, Counter()
         for item in parse_chunk(chunk, layout, parsed):
@@ -133,10 +148,13 @@ class Worker:
             if type(item) is Note:
                 result.categories[source, item.category] += 1
                 parsed["text_chars"] += len(item.text)
-                if reason is None and item.row in superseded:
-                    reason = "duplicate"
+                if reason is None and item.subject_id in drops.subjects:
+                    reason = "downstream"
+                    result.downstream_patients.add((source, item.subject_id))
                 if reason is None:
-                    reason = self._write(source, item)
+                    reason = drops.rows.get(item.row)
+                if reason is None:
+                    reason = self._write(source, item, drops.boilerplate)
             if reason is not None:
                 result.dropped[source, reason] += 1
                 if reason == "malformed" and result.dropped[source, reason] <= MALFORMED_EXAMPLES:
@@ -144,9 +162,12 @@ class Worker:
         for name, count in parsed.items():
             result.parsed[source, name] += count
 
-    def _write(self, source: str, note: Note) -> str | None:
-        """Writes a kept note; returns "empty" when DEID leaves nothing."""
+    def _write(self, source: str, note: Note, frequent_lines: frozenset[int]) -> str | None:
+        """Writes a kept note without its boilerplate lines; returns "empty" when nothing is left."""
         result, text = self.result, note.text
+        if frequent_lines:
+            text, removed = boilerplate.remove(text, frequent_lines)
+            result.parsed[source, "boilerplate_lines_removed"] += removed
         if "\x00" in text:
             text = text.replace("\x00", "")
             result.parsed[source, "notes_with_nul_removed"] += 1
@@ -179,15 +200,15 @@ class Worker:
 def worker_process(config: WorkerConfig, index: int, inbox, results) -> None:
     """A worker process: runs the tasks from `inbox` until None, then sends its result.
 
-    Tasks: ("keys", layout, chunk) -> replies ("keys", index, ResavedDuplicates);
-    ("notes", source, layout, chunk, superseded). Failures are reported by exception type
+    Tasks: ("scan", source, layout, chunk, plan) -> replies ("scan", index, Scan);
+    ("notes", source, layout, chunk, drops). Failures are reported by exception type
     only (and an OSError's message: a path), never by anything that could hold note text.
     """
     try:
         worker = Worker(config, index)
         while (task := inbox.get()) is not None:
-            if task[0] == "keys":
-                results.put(("keys", index, worker.keys(*task[1:])))
+            if task[0] == "scan":
+                results.put(("scan", index, worker.scan(*task[1:])))
             else:
                 worker.notes(*task[1:])
         result = worker.close()

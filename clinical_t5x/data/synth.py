@@ -7,6 +7,11 @@ multi-line quoted text with commas and quotes, DEID placeholders of every family
 `___` blanks in typed contexts, a little unicode and uneven whitespace. Every clinical phrase
 is invented and every name is a placeholder. Same seed, same bytes (gzip mtime 0).
 
+Near-duplicates are planted as in real MIMIC, with the truth recoverable (`planted_duplicates`):
+notes copied forward (the same patient's note a day later with a line added) and discharge
+summaries that MIMIC-IV holds again, de-identified its own way (every placeholder a `___`),
+under a MIMIC-IV patient id.
+
 Speed: notes are joined from a per-seed pool of pre-filled sentences (no per-character Python),
 so text generation runs at tens of MB/s.
 """
@@ -25,6 +30,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 from tqdm import tqdm
 
@@ -297,9 +303,34 @@ def _ts(t: datetime.datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _mimic3_rows(notes: int, seed: int) -> Iterator[tuple]:
+class Planted(NamedTuple):
+    """One planted near-duplicate: the copy (source, note id) of the original (source, note id)."""
+
+    original: tuple[str, str]
+    copy: tuple[str, str]
+    copy_subject: int
+
+
+_COPY_MIN_WORDS = 80  # copied-forward notes stay near-duplicates (Jaccard ~0.9) after the edit
+_M3_PLACEHOLDER = re.compile(r"\[\*\*[^\n]{0,120}?\*\*\]")
+
+
+def _copied_forward(row: list, w: _Writer, row_id: int) -> tuple:
+    """The same patient's note a day or so later, another caregiver, with one line added."""
+    rng = w.rng
+    chart = datetime.datetime.fromisoformat(row[4]) + datetime.timedelta(minutes=rng.randint(1200, 2000))
+    copy = list(row)
+    copy[0], copy[3], copy[4] = row_id, chart.strftime("%Y-%m-%d"), _ts(chart)
+    copy[5] = _ts(chart + datetime.timedelta(minutes=rng.randint(1, 600)))
+    copy[8] = rng.randint(14000, 21000)
+    copy[10] = row[10] + f"\nPlan unchanged, {rng.choice(_FINDINGS)}.\n"
+    return tuple(copy)
+
+
+def _mimic3_rows(notes: int, seed: int, planted: list[Planted] | None = None) -> Iterator[tuple]:
     """MIMIC-III rows in schema order. Every category shows up in the first 15 rows; about one
-    row in 25 is a re-saved duplicate (same keys, later STORETIME), one in 97 has ISERROR=1."""
+    row in 25 is a re-saved duplicate (same keys, later STORETIME), one in 29 a copied-forward
+    note (recorded in `planted`), one in 97 has ISERROR=1. A row is re-saved or copied, not both."""
     w = _Writer("mimic3", seed, stream="mimic3")
     rng = w.rng
     names, weights = list(CATEGORIES), list(CATEGORIES.values())
@@ -312,7 +343,15 @@ def _mimic3_rows(notes: int, seed: int) -> Iterator[tuple]:
             resaved = datetime.datetime.fromisoformat(row[5])
             row[5] = _ts(resaved + datetime.timedelta(minutes=rng.randint(1, 90)))
             row[10] = row[10] + f"\n{w.body(2)}"  # the re-saved version, edited
+            last_resavable = None
             yield tuple(row)
+            continue
+        if i % 29 == 28 and last_resavable is not None and len(last_resavable[10].split()) >= _COPY_MIN_WORDS:
+            copy = _copied_forward(last_resavable, w, i + 1)
+            if planted is not None:
+                planted.append(Planted(("mimic3", str(last_resavable[0])), ("mimic3", str(i + 1)), copy[1]))
+            last_resavable = None
+            yield copy
             continue
         category = names[i] if i < len(names) else rng.choices(names, weights)[0]
         subject = rng.choice(subjects)
@@ -334,14 +373,45 @@ def _mimic3_rows(notes: int, seed: int) -> Iterator[tuple]:
         yield tuple(row)
 
 
-def _mimic4_rows(note_types: tuple[str, str], notes: int, seed: int) -> Iterator[tuple]:
-    """MIMIC-IV-Note rows: note_id `<subject>-<type>-<seq>`; one in 20 is an addendum."""
+def _discharge_copies(notes: int, seed: int) -> Iterator[tuple[int, int, str]]:
+    """Every second MIMIC-III discharge summary (without ISERROR) as MIMIC-IV would hold it:
+    (ROW_ID, SUBJECT_ID, text with every placeholder a `___`)."""
+    summaries = (row for row in _mimic3_rows(notes, seed) if row[6] == "Discharge summary" and not row[9])
+    for k, row in enumerate(summaries):
+        if k % 2 == 0:
+            yield row[0], row[1], _M3_PLACEHOLDER.sub(_MIMIC4_BLANK, row[10])
+
+
+def _mimic4_subject(mimic3_subject: int) -> int:
+    """The MIMIC-IV id of a MIMIC-III patient: a fixed scramble (the releases share no ids)."""
+    return 10_000_000 + (mimic3_subject * 7_919_993) % 9_999_991
+
+
+def _mimic4_rows(note_types: tuple[str, str], notes: int, seed: int,
+                 copies: Iterator[tuple[int, int, str]] | None = None,
+                 planted: list[Planted] | None = None) -> Iterator[tuple]:
+    """MIMIC-IV-Note rows: note_id `<subject>-<type>-<seq>`; one in 20 is an addendum. With
+    `copies` (discharge), one row in 8 is the next MIMIC-III summary, recorded in `planted`."""
     main_type, addendum = note_types
     w = _Writer("mimic4", seed, stream=f"mimic4-{main_type}")
     rng = w.rng
     subjects = [rng.randint(10_000_000, 19_999_999) for _ in range(max(1, notes // 4))]
     next_seq: dict[int, int] = {}
     for i in range(notes):
+        copy = next(copies, None) if copies is not None and i % 8 == 3 else None
+        if copy is not None:
+            row_id, mimic3_subject, text = copy
+            subject = _mimic4_subject(mimic3_subject)
+            seq = next_seq.get(subject, 1)
+            next_seq[subject] = seq + 1
+            note_id = f"{subject}-{main_type}-{seq}"
+            if planted is not None:
+                planted.append(Planted(("mimic3", str(row_id)), (f"mimic4_{_MIMIC4_STEMS[main_type]}", note_id),
+                                       subject))
+            chart = _date(rng).replace(hour=0, minute=0)
+            yield (note_id, subject, rng.randint(20_000_000, 29_999_999), main_type, seq, _ts(chart),
+                   _ts(chart + datetime.timedelta(minutes=rng.randint(30, 4000))), text)
+            continue
         note_type = addendum if i % 20 == 19 else main_type
         subject = rng.choice(subjects)
         seq = next_seq.get(subject, rng.randint(1, 30))
@@ -370,6 +440,20 @@ def _mimic3_lines(rows: Iterator[tuple]) -> Iterator[str]:
     yield ",".join(f'"{c}"' for c in MIMIC3_COLUMNS) + "\n"
     for row in rows:
         yield _mimic3_line(row)
+
+
+_MIMIC4_STEMS = {"DS": "discharge", "RR": "radiology"}
+
+
+def planted_duplicates(notes: int, seed: int) -> list[Planted]:
+    """The near-duplicates `write_synthetic(notes=notes, seed=seed)` plants, in file order."""
+    planted: list[Planted] = []
+    for _ in _mimic3_rows(notes, seed, planted):
+        pass
+    for _ in _mimic4_rows(("DS", "AD"), mimic4_counts(notes)["discharge"], seed,
+                          _discharge_copies(notes, seed), planted):
+        pass
+    return planted
 
 
 def _mimic4_lines(rows: Iterator[tuple]) -> Iterator[str]:
@@ -431,7 +515,8 @@ def write_synthetic(
     jobs = {
         "mimic3": (out / "NOTEEVENTS.csv.gz", _mimic3_lines(_mimic3_rows(notes, seed)), notes),
         "mimic4_discharge": (out / "note" / "discharge.csv.gz",
-                             _mimic4_lines(_mimic4_rows(("DS", "AD"), counts["discharge"], seed)),
+                             _mimic4_lines(_mimic4_rows(("DS", "AD"), counts["discharge"], seed,
+                                                        _discharge_copies(notes, seed))),
                              counts["discharge"]),
         "mimic4_radiology": (out / "note" / "radiology.csv.gz",
                              _mimic4_lines(_mimic4_rows(("RR", "AR"), counts["radiology"], seed)),

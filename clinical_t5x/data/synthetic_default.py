@@ -21,7 +21,7 @@ NOTES = 2000
 SEED = 0
 VOCAB_SIZE = 2000
 # Bump when what is built changes, so stale caches are not reused.
-VERSION = f"synthetic-v1-notes{NOTES}-seed{SEED}-vocab{VOCAB_SIZE}"
+VERSION = f"synthetic-v2-notes{NOTES}-seed{SEED}-vocab{VOCAB_SIZE}"
 
 
 def cache_root() -> Path:

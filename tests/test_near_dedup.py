@@ -1,0 +1,130 @@
+"""Near-duplicate detection: masking, shingles, the keep policy, and recall/precision on the
+synthetic corpus's planted duplicates through `prepare --dedup near`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clinical_t5x.data import near_dedup, prepare, shards, synth
+from clinical_t5x.data.near_dedup import NearOptions, Sketches
+
+NOTES, SEED = 1200, 3
+BODY = " ".join(f"finding{i} stable overnight per report" for i in range(40))
+
+
+def test_words_mask_every_deid_family_alike():
+    mimic3 = "Seen by Dr. [**Last Name (NamePattern1) 123**] on [**2150-1-2**]."
+    mimic4 = "Seen by Dr. ___ on ___."
+    prepared = "Seen by Dr. [Name] on [DAY]."
+    assert near_dedup.words(mimic3) == near_dedup.words(mimic4) == near_dedup.words(prepared) == [
+        "seen", "by", "dr", "deid", "on", "deid"]
+    assert near_dedup.words("a ____ form line") == ["a", "____", "form", "line"]  # not a blank
+
+
+def test_shingles_are_ordered_word_windows():
+    abcd = near_dedup.shingles(["a", "b", "c", "d"], 3)
+    assert len(abcd) == 2 and all(len(s) == 8 for s in abcd) and abcd[0] != abcd[1]
+    assert near_dedup.shingles(["x", "b", "c", "d"], 3)[1] == abcd[1]  # same window, same shingle
+    assert near_dedup.shingles(["c", "b", "a"], 3) != abcd[:1]  # order counts
+    assert len(near_dedup.shingles(["a", "b"], 3)) == 1 and near_dedup.shingles([], 3) == []
+
+
+def test_options_are_checked():
+    with pytest.raises(ValueError, match="multiple"):
+        NearOptions(num_perm=128, bands=12)
+    with pytest.raises(ValueError, match="threshold"):
+        NearOptions(threshold=0.0)
+
+
+def _sketches(*notes: tuple[str, int, str]) -> Sketches:
+    found = Sketches()
+    for source, row, text in notes:
+        found.add(source, row, row, text, NearOptions())
+    return found
+
+
+def test_policy_keeps_mimic4_then_longest_then_latest():
+    s = _sketches(("mimic3", 1, BODY + " extra words here"), ("mimic4_discharge", 2, BODY),  # IV wins
+                  ("mimic3", 3, "other " + BODY.replace("finding", "result")),  # shorter: loses
+                  ("mimic3", 4, "other " + BODY.replace("finding", "result") + " and more"),
+                  ("mimic3", 5, "third " + BODY.replace("finding", "sign")),  # same length:
+                  ("mimic3", 6, "third " + BODY.replace("finding", "sign")),  # the later wins
+                  ("mimic3", 7, "an unrelated short note"))
+    pairs = near_dedup.similar_pairs(s, NearOptions())
+    clusters = near_dedup.resolve(s, pairs, np.ones(len(s), bool))
+    assert [s.rows[k] for k in clusters.losers] == [1, 3, 5]
+    assert clusters.histogram == {2: 3}
+
+
+def test_a_dropped_note_neither_clusters_nor_links():
+    s = _sketches(("mimic3", 1, BODY), ("mimic3", 2, BODY + " x"), ("mimic3", 3, BODY + " x y"))
+    pairs = near_dedup.similar_pairs(s, NearOptions())
+    clusters = near_dedup.resolve(s, pairs, np.array([True, False, True]))
+    assert [s.rows[k] for k in clusters.losers] == [1] and clusters.histogram == {2: 1}
+
+
+def test_unrelated_notes_are_not_pairs():
+    texts = synth.synthetic_notes(60, 11)
+    s = Sketches()
+    for row, text in enumerate(texts):
+        s.add("mimic3", row, row, text + f" unique{row}", NearOptions())
+    resaves = {(i - 1, i) for i in range(24, 60, 25)}  # synth re-saves row i-1 of these (edited)
+    assert set(map(tuple, near_dedup.similar_pairs(s, NearOptions()).tolist())) <= resaves | {
+        (a, b) for a in range(60) for b in range(a + 1, 60) if texts[b].startswith(texts[a][:200])}
+
+
+def _kept(out) -> set[tuple[str, str]]:
+    return {(r["source"], r["note_id"]) for p in sorted(out.glob("*/*.tfrecord")) for r in shards.read_examples(p)}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("near")
+    raw = synth.write_synthetic(root / "raw", notes=NOTES, seed=SEED)
+    manifests = {mode: prepare.run(raw["mimic3"], root / "raw" / "note", out=root / mode, dedup=mode,
+                                   progress=False, chunk_bytes=1 << 16) for mode in ("exact", "near")}
+    return root, manifests
+
+
+def test_near_dedup_recall_and_precision_on_planted_duplicates(runs):
+    """Recall 1.0 and precision 1.0 on the synthetic corpus (seed 3): every planted original is
+    dropped (its copy kept: longer, or the MIMIC-IV copy), and nothing else."""
+    root, manifests = runs
+    dropped = _kept(root / "exact") - _kept(root / "near")
+    truth = {p.original for p in synth.planted_duplicates(NOTES, SEED)}
+    assert len(truth) >= 40
+    found = dropped & truth
+    recall, precision = len(found) / len(truth), len(found) / len(dropped)
+    assert (recall, precision) == (1.0, 1.0)
+    assert all(p.copy not in dropped for p in synth.planted_duplicates(NOTES, SEED))
+
+
+def test_near_manifest_accounts_for_every_drop(runs):
+    _, manifests = runs
+    exact, near = manifests["exact"], manifests["near"]
+    total = sum(v["notes"] for split in near["kept"].values() for v in split.values())
+    assert near["rows_read"] == exact["rows_read"] == total + sum(near["dropped"].values())
+    report = near["near_duplicates"]
+    assert sum(report["dropped"].values()) == near["dropped"]["near_duplicate"] > 0
+    assert sum((int(size) - 1) * n for size, n in report["cluster_sizes"].items()) == near["dropped"]["near_duplicate"]
+    assert near["dropped"]["duplicate"] == exact["dropped"]["duplicate"]
+    assert near["options"]["near"] == {"shingle_words": 5, "num_perm": 128, "bands": 16, "threshold": 0.8, "seed": 0}
+    assert "near_duplicates" not in exact
+
+
+def test_off_keeps_resaves(tmp_path):
+    raw = synth.write_synthetic(tmp_path / "raw", notes=100, seed=1)
+    manifest = prepare.run(raw["mimic3"], out=tmp_path / "out", dedup="off", progress=False)
+    assert manifest["dropped"]["duplicate"] == 0 and manifest["dropped"]["near_duplicate"] == 0
+    with pytest.raises(ValueError, match="dedup must be one of"):
+        prepare.run(raw["mimic3"], out=tmp_path / "out2", dedup="fuzzy", progress=False)
+
+
+def test_two_worker_processes_drop_the_same_notes(runs):
+    """Sketches travel from worker processes to the reading process: same drops as inline."""
+    root, manifests = runs
+    manifest = prepare.run(root / "raw" / "NOTEEVENTS.csv.gz", root / "raw" / "note", out=root / "near2",
+                           dedup="near", workers=2, progress=False, chunk_bytes=1 << 16)
+    assert _kept(root / "near2") == _kept(root / "near")
+    assert manifest["near_duplicates"] == manifests["near"]["near_duplicates"]
