@@ -563,16 +563,20 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, canonical: 
 
 def _grow_for_appended_tokens(params: dict[str, np.ndarray], layout: Any, rows: int) -> None:
     """Folder ids: a tokenizer without sentinels (or some tags) gets them appended by `vocab
-    --from-hf`; give the embedding room for them (new rows drawn at its scale), so the imported
-    checkpoint and that vocabulary fit each other."""
+    --from-hf` at ``layout.size, ...``. Their rows are drawn afresh at the embedding's scale (a
+    released model's rows past its tokenizer are padding it never used as tokens), and the
+    embedding grows to the vocabulary's rounded size if it is smaller."""
     from clinical_t5x.text.vocab import NUM_SENTINELS, round_up
 
     missing = (0 if layout.sentinel_ids else NUM_SENTINELS) + len(deid.TAGS) - len(layout.tag_ids)
-    needed = round_up(layout.size + missing)
-    if missing and needed > rows:
-        _permute_vocab_rows(params, np.concatenate([np.arange(rows), np.full(needed - rows, -1)]))
-        print(f"embedding grown from {rows} to {needed} rows for the {missing} tokens the vocabulary "
-              "appends (new rows drawn at the embedding's scale)", file=sys.stderr)
+    if not missing:
+        return
+    perm = np.arange(max(rows, round_up(layout.size + missing)))
+    perm[perm >= rows] = -1
+    perm[layout.size:layout.size + missing] = -1
+    _permute_vocab_rows(params, perm)
+    print(f"rows {layout.size}-{layout.size + missing - 1} drawn afresh for the {missing} tokens the "
+          f"vocabulary appends; embedding {rows} -> {len(perm)} rows", file=sys.stderr)
 
 
 PERMUTATION_FILE = "token_permutation.json"
