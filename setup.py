@@ -27,6 +27,9 @@ INSTALL_REQUIRES = [
     "rensa==0.5.0",
     # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
     "transformers==5.24.0",
+    # Runs a released model's own tokenizer.json (tokenizers-backed vocabulary folders);
+    # the version transformers 5.24 installs.
+    "tokenizers==0.23.3",
 ]
 
 # torch runs the exported Hugging Face model (the demo's fill-in, the export tests).

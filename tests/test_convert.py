@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
 import warnings
 from pathlib import Path
@@ -294,3 +295,72 @@ def test_safetensors_writer_streams_valid_file(tmp_path):
     for name in arrays:
         np.testing.assert_array_equal(loaded[name], arrays[name])
     assert int.from_bytes((tmp_path / "x.safetensors").read_bytes()[:8], "little") % 8 == 0
+
+
+# --------------------------------------------------------------------------- released folders
+
+
+@pytest.fixture(scope="module", params=["base", "scratch", "large"])
+def released(request, tmp_path_factory):
+    import released_lookalikes
+
+    root = tmp_path_factory.mktemp("released")
+    return released_lookalikes.build(request.param, root / request.param)
+
+
+def _tag_rows(folder: Path) -> dict[str, np.ndarray]:
+    """Each DEID tag's embedding row, looked up through the folder's own tokenizer."""
+    ids = AutoTokenizer.from_pretrained(folder).get_vocab()
+    weights = load_file(folder / "model.safetensors")["shared.weight"]
+    return {tag: weights[ids[tag]] for tag in deid.TAGS}
+
+
+@pytest.mark.parametrize("canonical", [False, True], ids=["folder-ids", "canonical"])
+def test_released_import_export_keeps_tag_rows_and_logits(tmp_path, released, canonical, capsys):
+    """vocab --from-hf, import-hf, export: each tag's row follows the tag, the exported tokenizer
+    maps the source's ids as the layout says, and logits equal the source model's (1e-4)."""
+    vocab_dir = vocab_build.from_hf(released, tmp_path / "vocab", canonical=canonical)
+    args = ["--hf", str(released), "--out", str(tmp_path / "ckpt")] + (["--canonical"] if canonical else [])
+    assert hf.import_main(args) == 0
+    assert "tokenizer" in capsys.readouterr().err  # says what it found
+    out = hf.export(tmp_path / "ckpt", vocab_dir, tmp_path / "hf")
+    source_rows, out_rows = _tag_rows(released), _tag_rows(out)
+    for tag in deid.TAGS:
+        np.testing.assert_array_equal(out_rows[tag], source_rows[tag], err_msg=tag)
+
+    src_tok, out_tok = AutoTokenizer.from_pretrained(released), AutoTokenizer.from_pretrained(out)
+    text = deid.replace_list_of_notes(synth.synthetic_notes(1, seed=4))[0][:400] + " [Name] [LOC] 12"
+    src_ids = src_tok(text).input_ids
+    out_ids = out_tok(text).input_ids
+    if canonical:
+        perm = json.loads((tmp_path / "ckpt" / hf.PERMUTATION_FILE).read_text())["canonical_row_from_source_row"]
+        column = {int(j): c for c, j in enumerate(perm) if j >= 0}
+        assert out_ids == [column[i] for i in src_ids]
+    else:
+        column = {i: i for i in range(len(src_tok))}
+        assert out_ids == src_ids
+    source_model, _, _ = _load_hf(released)
+    out_model, _, _ = _load_hf(out)
+    with torch.no_grad():
+        want = source_model(input_ids=torch.tensor([src_ids]),
+                            decoder_input_ids=torch.tensor([[0] + src_ids[:8]])).logits[0].numpy()
+        got = out_model(input_ids=torch.tensor([out_ids]),
+                        decoder_input_ids=torch.tensor([[0] + out_ids[:8]])).logits[0].numpy()
+    np.testing.assert_allclose(got[:, [column[j] for j in range(want.shape[1])]], want, atol=1e-4, rtol=0)
+    sentinels = {vocab.load(vocab_dir).sentinel_id(i) for i in range(100)}
+    assert not sentinels & set(vocab.load(vocab_dir).tag_ids.values())
+
+
+def test_import_refuses_a_tokenizer_the_embedding_cannot_hold(tmp_path, released, capsys):
+    """A tokenizer with more ids than embedding rows (or other special ids) is a one-line error."""
+    config = json.loads((released / "config.json").read_text())
+    broken = tmp_path / "broken"
+    shutil.copytree(released, broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors = {k: (v[:-3] if v.shape[0] == config["vocab_size"] else v) for k, v in tensors.items()}
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    (broken / "config.json").write_text(json.dumps({**config, "vocab_size": config["vocab_size"] - 3}))
+    assert hf.import_main(["--hf", str(broken), "--out", str(tmp_path / "ckpt")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "tokenizer and model disagree" in err and f"{config['vocab_size'] - 3} rows" in err
+    assert "Traceback" not in err

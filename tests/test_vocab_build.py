@@ -106,8 +106,11 @@ def test_from_hf_cli(tmp_path):
     v = vocab.load(out)
     assert v.source == "huggingface" and v.config["origin"] == "t5-like" and not v.lowercase
     assert v == vocab.load(source)
-    os.remove(hf_dir / "spiece.model")
-    with pytest.raises(FileNotFoundError, match="spiece.model"):
+    os.remove(hf_dir / "spiece.model")  # tokenizer.json alone: its own ids, tokenizers-backed
+    only_json = vocab.load(vocab_build.from_hf(hf_dir, tmp_path / "json"))
+    assert only_json.config["backend"] == "tokenizers" and only_json.tag_ids == v.tag_ids
+    os.remove(hf_dir / "tokenizer.json")
+    with pytest.raises(FileNotFoundError, match="neither tokenizer.json nor spiece.model"):
         vocab_build.from_hf(hf_dir, tmp_path / "other")
     with pytest.raises(SystemExit):
         vocab_build.main(["--from-hf", str(hf_dir), "--out", str(out), "--lowercase"])

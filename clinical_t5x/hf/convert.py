@@ -49,6 +49,7 @@ from clinical_t5x.train import checkpoint_formats
 from clinical_t5x.hf import model_card
 
 from clinical_t5x import owner_only
+from clinical_t5x.data import deid
 
 TOKENIZER_FILES = (
     "spiece.model",
@@ -248,10 +249,22 @@ def t5x_shapes(dims: Dims) -> dict[str, tuple[int, ...]]:
 
 
 def random_params(dims: Dims, seed: int = 0) -> dict[str, Any]:
-    """A float32 t5x params tree of these sizes with random values (tests, benchmarks)."""
+    """A float32 t5x params tree of these sizes with random values at t5x's initial scales
+    (tests, benchmarks): embedding N(0, 1), kernels N(0, 1/fan_in), norm scales near 1.
+
+    The scales matter for parity checks: with every tensor at one arbitrary scale (norm scales
+    centred on 0) a tiny model is so ill-conditioned that float32 rounding alone moves its
+    logits by more than 1e-4, in transformers as in JAX, so two exact implementations differ.
+    """
     rng = np.random.default_rng(seed)
-    flat = {name: rng.standard_normal(shape, dtype=np.float32) * 0.5
-            for name, shape in t5x_shapes(dims).items()}
+    flat = {}
+    for name, shape in t5x_shapes(dims).items():
+        if name.endswith("/scale"):
+            flat[name] = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        elif name in ("token_embedder/embedding",) or name.endswith("rel_embedding"):
+            flat[name] = rng.standard_normal(shape, dtype=np.float32)
+        else:  # kernels are [fan_in, fan_out]
+            flat[name] = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[0]))
     return checkpoint_formats.unflatten(flat)
 
 
@@ -492,15 +505,29 @@ class _HFTensors:
             return np.asarray(handle.get_tensor(name), dtype=np.float32)
 
 
-def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, canonical: bool = False) -> Path:
     """Write an HF T5 1.0/1.1 folder's weights as a params-only t5x Orbax checkpoint
-    `out_dir/checkpoint_0` (embedding rows kept as they are: the trainer adds rows for DEID
-    tags a source vocabulary lacks). Returns the step folder."""
+    `out_dir/checkpoint_0`. Returns the step folder.
+
+    The folder's tokenizer (if any) is checked against the embedding (`token_layout`) and what
+    was found is printed. By default embedding rows keep the folder's ids (pair the checkpoint
+    with `vocab --from-hf`); `canonical` moves them to the canonical layout (pair with
+    `vocab --from-hf --canonical`) and writes the permutation as `out_dir/token_permutation.json`."""
+    from clinical_t5x.hf import token_layout
+
     hf_dir = Path(hf_dir)
     config_path = hf_dir / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{hf_dir}: no config.json; not a Hugging Face model folder")
-    dims = dims_from_hf(json.loads(config_path.read_text()))
+    config = json.loads(config_path.read_text())
+    dims = dims_from_hf(config)
+    layout = token_layout.read_layout(hf_dir)
+    if layout is not None:
+        token_layout.check_against_model(layout, dims.vocab_size, config, str(hf_dir))
+        print(f"{hf_dir}: tokenizer {layout.describe()}; embedding {dims.vocab_size} rows", file=sys.stderr)
+    elif canonical:
+        raise FileNotFoundError(f"{hf_dir}: no tokenizer.json or spiece.model, so --canonical cannot tell "
+                                "where the tokens are")
     tensors = _HFTensors(hf_dir)
     if not dims.tied and "shared.weight" in tensors.names():
         # an untied head equal to the embedding: transformers 5.24 saves only shared.weight
@@ -522,7 +549,50 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
                 f"{hf_dir}: config ties the output head but lm_head.weight differs from "
                 "shared.weight; t5x's T5 1.0 cannot represent that"
             )
+    if canonical:
+        perm, fresh = token_layout.canonical_permutation(layout, dims.vocab_size, str(hf_dir))
+        _permute_vocab_rows(params, perm)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        token_layout.write_permutation(Path(out_dir) / PERMUTATION_FILE, layout, perm, fresh)
+        print(f"canonical layout: rows permuted ({Path(out_dir) / PERMUTATION_FILE}); ids without a "
+              f"source token: {len(fresh)}" + (f" ({fresh[0]}-{fresh[-1]})" if fresh else ""), file=sys.stderr)
+    elif layout is not None:
+        _grow_for_appended_tokens(params, layout, dims.vocab_size)
     return checkpoint_formats.write_params_checkpoint(checkpoint_formats.unflatten(params), out_dir)
+
+
+def _grow_for_appended_tokens(params: dict[str, np.ndarray], layout: Any, rows: int) -> None:
+    """Folder ids: a tokenizer without sentinels (or some tags) gets them appended by `vocab
+    --from-hf` at ``layout.size, ...``. Their rows are drawn afresh at the embedding's scale (a
+    released model's rows past its tokenizer are padding it never used as tokens), and the
+    embedding grows to the vocabulary's rounded size if it is smaller."""
+    from clinical_t5x.text.vocab import NUM_SENTINELS, round_up
+
+    missing = (0 if layout.sentinel_ids else NUM_SENTINELS) + len(deid.TAGS) - len(layout.tag_ids)
+    if not missing:
+        return
+    perm = np.arange(max(rows, round_up(layout.size + missing)))
+    perm[perm >= rows] = -1
+    perm[layout.size:layout.size + missing] = -1
+    _permute_vocab_rows(params, perm)
+    print(f"rows {layout.size}-{layout.size + missing - 1} drawn afresh for the {missing} tokens the "
+          f"vocabulary appends; embedding {rows} -> {len(perm)} rows", file=sys.stderr)
+
+
+PERMUTATION_FILE = "token_permutation.json"
+
+
+def _permute_vocab_rows(params: dict[str, np.ndarray], perm: np.ndarray) -> None:
+    """Reorder the embedding rows (and a 1.1 head's columns) so row i is source row perm[i];
+    rows with no source (perm -1) are drawn at the embedding's scale, seeded."""
+    rng = np.random.default_rng(0)
+    for name, axis in (("token_embedder/embedding", 0), ("decoder/logits_dense/kernel", 1)):
+        if name not in params:
+            continue
+        rows = np.moveaxis(params[name], axis, 0)
+        out = rng.normal(0.0, float(rows.std()), (len(perm),) + rows.shape[1:]).astype(rows.dtype)
+        out[perm >= 0] = rows[perm[perm >= 0]]
+        params[name] = np.ascontiguousarray(np.moveaxis(out, 0, axis))
 
 
 # --------------------------------------------------------------------------- commands
@@ -548,8 +618,15 @@ def import_main(argv: list[str] | None = None) -> int:
         prog="clinical-t5x import-hf", description="Hugging Face T5 folder -> t5x Orbax checkpoint")
     parser.add_argument("--hf", required=True, help="HF T5 1.0/1.1 folder (config.json + weights)")
     parser.add_argument("--out", required=True, help="output folder; writes OUT/checkpoint_0")
+    parser.add_argument("--canonical", action="store_true",
+                        help="move sentinel and DEID-tag rows to the canonical ids (writes "
+                             f"OUT/{PERMUTATION_FILE}; use a `vocab --from-hf --canonical` vocabulary)")
     args = parser.parse_args(argv)
-    step_dir = import_hf(args.hf, args.out)
+    try:
+        step_dir = import_hf(args.hf, args.out, args.canonical)
+    except (OSError, ValueError) as e:
+        print(f"clinical-t5x import-hf: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {step_dir}")
     return 0
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Sequence
 
 from sentencepiece import sentencepiece_model_pb2
 from transformers import T5TokenizerFast
@@ -40,10 +41,12 @@ def _spiece_path(vocab_dir_or_spiece: str | os.PathLike) -> Path:
     return path / SPIECE_NAME if path.is_dir() else path
 
 
-def build_hf_tokenizer(vocab_dir_or_spiece: str | os.PathLike, lowercase: bool | None = None) -> T5TokenizerFast:
+def build_hf_tokenizer(vocab_dir_or_spiece: str | os.PathLike, lowercase: bool | None = None,
+                       tags: Sequence[str] = deid.TAGS) -> T5TokenizerFast:
     """T5TokenizerFast with the pieces, then the sentinels and the DEID tags as special tokens.
 
     `lowercase` (if given) must agree with the model: lower-casing is part of its character map.
+    `tags=()` gives T5's own tokenizer (pieces and sentinels), as t5-base ships it.
     """
     path = _spiece_path(vocab_dir_or_spiece)
     proto = read_spiece(path)
@@ -51,20 +54,20 @@ def build_hf_tokenizer(vocab_dir_or_spiece: str | os.PathLike, lowercase: bool |
         raise ValueError(f"{path}: lowercase={lowercase}, but its normaliser is {proto.normalizer_spec.name!r}")
     num_pieces = len(proto.pieces)
     vocab = [(p.piece, p.score) for p in proto.pieces]
-    vocab += [(token, 0.0) for token, _ in added_tokens(num_pieces, deid.TAGS)]
+    vocab += [(token, 0.0) for token, _ in added_tokens(num_pieces, tags)]
     tokenizer = T5TokenizerFast(
         vocab=vocab,
         _spm_precompiled_charsmap=proto.normalizer_spec.precompiled_charsmap or None,
         extra_ids=NUM_SENTINELS,
-        additional_special_tokens=[sentinel_token(i) for i in range(NUM_SENTINELS)] + list(deid.TAGS),
+        additional_special_tokens=[sentinel_token(i) for i in range(NUM_SENTINELS)] + list(tags),
     )
-    _check_ids(tokenizer, num_pieces, path)
+    _check_ids(tokenizer, num_pieces, path, tags)
     return tokenizer
 
 
-def _check_ids(tokenizer: T5TokenizerFast, num_pieces: int, path: Path) -> None:
+def _check_ids(tokenizer: T5TokenizerFast, num_pieces: int, path: Path, tags: Sequence[str]) -> None:
     """Fail loudly if transformers placed any added token elsewhere than the id layout says."""
-    expected = dict(added_tokens(num_pieces, deid.TAGS))
+    expected = dict(added_tokens(num_pieces, tags))
     got = dict(zip(expected, tokenizer.convert_tokens_to_ids(list(expected))))
     wrong = sorted(token for token in expected if got[token] != expected[token])
     if wrong or len(tokenizer) != num_pieces + len(expected):

@@ -51,6 +51,8 @@ NUM_SENTINELS = 100
 SPIECE_NAME = "spiece.model"
 CONFIG_NAME = "clinical_vocab.json"
 CONFIG_FORMAT = "clinical_t5x.vocab/1"
+# `backend` of a folder that keeps an HF tokenizer.json and its ids (no key: SentencePiece, canonical).
+TOKENIZERS_BACKEND = "tokenizers"
 # SentencePiece control pieces that Hugging Face also matches in raw text as special tokens.
 CONTROL_PIECES = ("<pad>", "</s>", "<unk>")
 META = "\u2581"  # SentencePiece's visible space
@@ -102,12 +104,7 @@ class ClinicalVocabulary(seqio.Vocabulary):
         super().__init__(extra_ids=0)
         self._directory = _location(directory)
         config_path = self._file(CONFIG_NAME)
-        if not tf.io.gfile.exists(str(config_path)):
-            raise FileNotFoundError(f"not a vocabulary folder: {config_path} is missing "
-                                    "(build one with `clinical-t5x vocab`)")
-        self._config = json.loads(_read(config_path))
-        if self._config.get("format") != CONFIG_FORMAT:
-            raise ValueError(f"{config_path}: format {self._config.get('format')!r}, expected {CONFIG_FORMAT!r}")
+        self._config = read_config(self._directory)
         if tuple(self._config["tags"]) != deid.TAGS:
             raise ValueError(f"{config_path}: its DEID tags differ from clinical_t5x.data.deid.TAGS; rebuild the vocabulary")
         self._model_bytes = _read(self.spiece_path)
@@ -191,9 +188,7 @@ class ClinicalVocabulary(seqio.Vocabulary):
         return self._file(SPIECE_NAME)
 
     def _file(self, name: str) -> Path | str:
-        if isinstance(self._directory, Path):
-            return self._directory / name
-        return f"{self._directory.rstrip('/')}/{name}"
+        return folder_file(self._directory, name)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -339,13 +334,38 @@ def _read(path: Path | str) -> bytes:
         return f.read()
 
 
+def folder_file(directory: Path | str, name: str) -> Path | str:
+    """`name` inside a folder given as a Path or a URL string."""
+    if isinstance(directory, Path):
+        return directory / name
+    return f"{directory.rstrip('/')}/{name}"
+
+
+def read_config(directory: Path | str) -> dict[str, Any]:
+    """A vocabulary folder's `clinical_vocab.json`, checked for its format."""
+    config_path = folder_file(directory, CONFIG_NAME)
+    if not tf.io.gfile.exists(str(config_path)):
+        raise FileNotFoundError(f"not a vocabulary folder: {config_path} is missing "
+                                "(build one with `clinical-t5x vocab`)")
+    config = json.loads(_read(config_path))
+    if config.get("format") != CONFIG_FORMAT:
+        raise ValueError(f"{config_path}: format {config.get('format')!r}, expected {CONFIG_FORMAT!r}")
+    return config
+
+
 @functools.lru_cache(maxsize=None)
-def _load_cached(directory: Path | str, stamp: int) -> ClinicalVocabulary:
+def _load_cached(directory: Path | str, stamp: int) -> seqio.Vocabulary:
+    if stamp >= 0 and read_config(directory).get("backend") == TOKENIZERS_BACKEND:
+        from clinical_t5x.text.tokenizers_vocab import TokenizersVocabulary
+
+        return TokenizersVocabulary(directory)
     return ClinicalVocabulary(directory)
 
 
-def load(directory: str | os.PathLike) -> ClinicalVocabulary:
-    """The vocabulary of a folder written by `clinical-t5x vocab`, local or remote (gs://...).
+def load(directory: str | os.PathLike) -> seqio.Vocabulary:
+    """The vocabulary of a folder written by `clinical-t5x vocab`, local or remote (gs://...):
+    a `ClinicalVocabulary` (SentencePiece, canonical ids), or for a folder that keeps a Hugging
+    Face tokenizer's own ids a `tokenizers_vocab.TokenizersVocabulary`; both answer the same calls.
 
     Cached per folder: local ones until their config changes; remote ones for the process (a
     training job's vocabulary does not change under it, and this saves a round trip per call).

@@ -120,15 +120,32 @@ def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[st
     return out
 
 
-def from_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Vocabulary folder around the ``spiece.model`` of a Hugging Face T5 folder (t5-base, SciFive)."""
-    source = Path(hf_dir) / vocab.SPIECE_NAME
-    if not source.is_file():
-        raise FileNotFoundError(f"{source} is missing: --from-hf needs a T5 folder with its SentencePiece model")
+def from_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, canonical: bool = False) -> Path:
+    """Vocabulary folder for a Hugging Face T5 folder, reproducing its ids.
+
+    A SentencePiece folder whose ids are canonical as far as they go (t5-base, SciFive: pieces
+    and sentinels, no tags) becomes a canonical SentencePiece folder with the tags appended, as
+    does any SentencePiece folder with `canonical`. Any other folder (tags added in another
+    order, a ``tokenizer.json``-only Unigram) keeps its own ids, or moves sentinels and tags to the
+    canonical ids with `canonical` (see `clinical_t5x.text.hf_folder_vocab`)."""
+    from clinical_t5x.hf import token_layout
+    from clinical_t5x.text import hf_folder_vocab
+
+    hf_dir = Path(hf_dir)
+    source = hf_dir / vocab.SPIECE_NAME
+    layout = token_layout.read_layout(hf_dir)
+    if layout is None:
+        raise FileNotFoundError(f"{hf_dir}: neither tokenizer.json nor {vocab.SPIECE_NAME}; not a T5 tokenizer folder")
+    if not source.is_file() or not (canonical or layout.is_canonical()):
+        return hf_folder_vocab.write(hf_dir, out_dir, canonical)
+    pieces = len(tokenizer.read_spiece(source).pieces)
+    if pieces != layout.num_pieces:
+        raise ValueError(f"{source} holds {pieces} pieces but tokenizer.json's first sentinel or tag "
+                         f"is id {layout.num_pieces}")
     out = Path(out_dir)
     owner_only.make_dir(out)
     _write_private(out / vocab.SPIECE_NAME, source.read_bytes())
-    return write_vocab_folder(out, "huggingface", {"origin": Path(hf_dir).resolve().name})
+    return write_vocab_folder(out, "huggingface", {"origin": hf_dir.resolve().name})
 
 
 def _sample_key(seed: int, shard_name: str, note_id: bytes) -> bytes:
@@ -205,21 +222,26 @@ def build_synthetic_vocab(out_dir: str | os.PathLike, vocab_size: int = 2000, se
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clinical-t5x vocab", description=__doc__.split("\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--from-hf", metavar="HF_DIR", help="Hugging Face T5 folder whose spiece.model to use")
+    src.add_argument("--from-hf", metavar="HF_DIR", help="Hugging Face T5 folder whose tokenizer to reproduce, id for id")
     src.add_argument("--prepared", metavar="DIR", help="prepared shards (clinical-t5x prepare) to train on")
     parser.add_argument("--out", required=True, help="vocabulary folder to write (owner-only)")
     parser.add_argument("--vocab-size", type=int, default=32000, help="SentencePiece pieces (default 32000)")
     parser.add_argument("--lowercase", action="store_true", help="lower-case the text (scratch vocabulary)")
     parser.add_argument("--sample-notes", type=int, default=100_000, help="training notes sampled (default 100000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--canonical", action="store_true",
+                        help="with --from-hf: move sentinels and DEID tags to the canonical ids "
+                             "(pair with import-hf --canonical)")
     args = parser.parse_args(argv)
     if args.from_hf and args.lowercase:
         parser.error("--lowercase trains a new model; T5's own model (--from-hf) is cased")
+    if args.canonical and not args.from_hf:
+        parser.error("--canonical applies to --from-hf")
     if args.sample_notes < 1 or args.vocab_size < 1:
         parser.error("--sample-notes and --vocab-size must be positive")
     try:
         if args.from_hf:
-            out = from_hf(args.from_hf, args.out)
+            out = from_hf(args.from_hf, args.out, args.canonical)
         else:
             out = build_from_prepared(args.prepared, args.out, args.vocab_size, args.lowercase,
                                       args.sample_notes, args.seed)
@@ -227,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clinical-t5x vocab: error: {e}", file=sys.stderr)
         return 1
     config = json.loads((out / vocab.CONFIG_NAME).read_text())
-    print(json.dumps({k: config[k] for k in ("source", "lowercase", "num_pieces", "vocab_size",
-                                             "model_vocab_size")} | {"out": str(out)}))
+    keys = ("source", "layout", "lowercase", "num_pieces", "vocab_size", "model_vocab_size", "appended")
+    print(json.dumps({k: config[k] for k in keys if k in config} | {"out": str(out)}))
     return 0
 
 
