@@ -306,7 +306,7 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
 
     from clinical_t5x.train import checkpoints, summaries
 
-    from clinical_t5x.model import network, optim, partitioning, steps
+    from clinical_t5x.model import flops, network, optim, partitioning, steps
 
     stop_flag = stop_flag or _StopFlag()
     config = network.T5Config()
@@ -331,7 +331,7 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
     lengths = dict(task_feature_lengths)
     progress = summaries.Progress(
         step, train_steps, batch_size, lengths,
-        flops_per_step=batch_size * summaries.model_flops_per_sequence(
+        flops_per_step=batch_size * flops.training_flops_per_example(
             config, lengths["inputs"], lengths["targets"]),
         peak_flops=(peak_flops_per_device * jax.device_count() if peak_flops_per_device
                     else summaries.peak_flops_total()))
