@@ -63,3 +63,20 @@ def hf_dims(size: str):
                         d_ff=c.mlp_dim, num_heads=c.num_heads, num_layers=c.num_layers,
                         num_decoder_layers=c.num_layers, num_buckets=32, gated=True,
                         tied=False)
+
+
+def hf_model(size: str, attn_implementation: str | None = None):
+    """A randomly initialised `T5ForConditionalGeneration` of a named size, with its own output
+    head like the built-in model (transformers 5 ties the head to the embedding even when the
+    config says untied)."""
+    import torch
+    import transformers
+
+    from clinical_t5x.hf import convert
+
+    config = transformers.T5Config.from_dict(convert.hf_config(hf_dims(size), dropout_rate=0.0))
+    model = transformers.T5ForConditionalGeneration._from_config(
+        config, attn_implementation=attn_implementation)
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    return model

@@ -248,28 +248,19 @@ def jax_worker(args: argparse.Namespace) -> dict:
 
 def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
     import torch
-    import transformers
     from transformers.optimization import Adafactor
 
-    from clinical_t5x.hf import convert
     from clinical_t5x.model import flops
 
     torch.set_num_threads(args.threads)
     cfg = configs.SIZES[args.size]
-    hf_config = transformers.T5Config.from_dict(
-        convert.hf_config(configs.hf_dims(args.size), dropout_rate=0.0))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default on GPU
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     # "defaults": the library's own choice of attention kernel; "tuned": SDPA.
-    attention = "sdpa" if args.worker_settings == "tuned" else None
-    model = transformers.T5ForConditionalGeneration._from_config(
-        hf_config, attn_implementation=attention)
-    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
-        # T5 1.1 has its own output head; keep the step's work the same as the built-in one.
-        model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    model = configs.hf_model(args.size, "sdpa" if args.worker_settings == "tuned" else None)
     model = model.to(device).train()
     optimizer = Adafactor(model.parameters(), lr=1e-2, relative_step=False,
                           scale_parameter=True, warmup_init=False)
