@@ -4,6 +4,8 @@ benchmark and in docs/performance.md.
 All are T5 1.1 (gated GELU, separate output head, 32 relative-position buckets). "small",
 "base" and "large" are the published T5 1.1 sizes; "tiny" is the CPU benchmark model; "micro"
 is a smoke-test model for the tests. Each comes with the batch and lengths it is timed at.
+The benchmark's "tiny" is bigger than the demo model of `gin/variants/tiny.gin` (2 + 2 layers,
+MLP 512, 128/32 tokens), which is sized for a few-minute CPU demo, not for timing.
 """
 from __future__ import annotations
 
