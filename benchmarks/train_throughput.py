@@ -1,6 +1,6 @@
 """Training throughput of the built-in trainer against Hugging Face PyTorch, measured fairly.
 
-    python benchmarks/train_throughput.py --size tiny        # CPU: fp32 and bf16, defaults and tuned
+    python benchmarks/train_throughput.py --size tiny        # CPU: defaults and tuned rows
     python benchmarks/train_throughput.py --size small --engines jax,torch,torch_compile
     python benchmarks/train_throughput.py --size base --dtype bf16 --settings tuned  # GPU: MFU
 
@@ -89,6 +89,22 @@ def run_worker(args: argparse.Namespace, engine: str, dtype: str, settings: str)
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return {**row, "error": f"exit code {proc.returncode}: {last[:200]}"}
     return {**row, **json.loads(lines[-1])}
+
+
+def benchmark_dtypes(choice: str) -> list[str]:
+    """The activation dtypes to run for --dtype (see its help for "auto")."""
+    from clinical_t5x.train import runtime
+
+    if choice == "auto":
+        if not runtime.backend_is_cpu():
+            choice = "bf16"
+        elif runtime.this_cpu().has_bf16_matrix_unit:
+            choice = "both"
+        else:
+            print("bf16 left out: this CPU has no bf16 matrix unit (--dtype both to include it)",
+                  file=sys.stderr)
+            choice = "fp32"
+    return list(DTYPES.values()) if choice == "both" else [DTYPES[choice]]
 
 
 def summary(times: list[float]) -> tuple[float, float, float]:
@@ -305,7 +321,9 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(configs.SIZES), default="tiny")
-    parser.add_argument("--dtype", choices=[*DTYPES, "both"], default="both")
+    parser.add_argument("--dtype", choices=[*DTYPES, "both", "auto"], default="auto",
+                        help="auto: bf16 on accelerators, both on CPUs with a bf16 matrix unit, "
+                             "fp32 on other CPUs (where bf16 is emulated and takes minutes)")
     parser.add_argument("--engines", default="jax,torch",
                         help=f"comma list of {', '.join(ENGINES)}")
     parser.add_argument("--settings", default=",".join(SETTINGS),
@@ -337,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         result["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(result), flush=True)
         return 0
-    dtypes = list(DTYPES.values()) if args.dtype == "both" else [DTYPES[args.dtype]]
+    dtypes = benchmark_dtypes(args.dtype)
     rows = []
     for dtype in dtypes:
         for settings in args.settings.split(","):

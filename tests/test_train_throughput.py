@@ -57,6 +57,17 @@ def test_table_uses_the_median_for_rates_and_prints_min_median_max(bench):
     assert "threads per engine: 2" in table and runtime.this_cpu().model in table
 
 
+@pytest.mark.parametrize("on_cpu, cpuinfo, expected", [
+    (True, "flags : avx2 fma amx_bf16", ["float32", "bfloat16"]),
+    (True, "flags : avx2 fma", ["float32"]), (False, "flags : avx2", ["bfloat16"])])
+def test_auto_dtypes_leave_out_emulated_bf16(bench, monkeypatch, on_cpu, cpuinfo, expected):
+    monkeypatch.setattr(runtime, "backend_is_cpu", lambda env=None: on_cpu)
+    monkeypatch.setattr(runtime, "this_cpu", lambda: runtime.parse_cpuinfo(cpuinfo))
+    assert bench.benchmark_dtypes("auto") == expected
+    assert bench.benchmark_dtypes("both") == ["float32", "bfloat16"]
+    assert bench.benchmark_dtypes("bf16") == ["bfloat16"]
+
+
 def test_fewer_than_three_repeats_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.parse_args(["--repeats", "2"])
