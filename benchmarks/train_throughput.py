@@ -63,8 +63,8 @@ def worker_env(base: dict[str, str], settings: str, engine: str, dtype: str,
     from clinical_t5x.train import runtime
 
     env = {k: v for k, v in base.items() if k not in _TUNING_ENV}
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               **{runtime.OPT_OUT_ENV: "1"})  # the worker's settings are exactly these
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env[runtime.OPT_OUT_ENV] = "1"  # the worker's settings are exactly these, nothing added
     if settings == "tuned":
         env = runtime.cpu_runtime_env(env)
         env.pop("CLINICAL_T5X_RUNTIME_CONFIGURED", None)
