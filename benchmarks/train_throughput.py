@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import configs  # benchmarks/configs.py: the named model sizes
 
@@ -298,7 +297,8 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
     # torch.compile recompiles during its first steps: give it more untimed steps.
     warmup = args.warmup + (2 if compiled else 0)
     timing = timed_steps(run_step, lambda loss: loss.item(), warmup, args.repeats, args.steps)
-    result = {"device": f"{device}: {torch.cuda.get_device_name() if device == 'cuda' else 'torch'}",
+    name = torch.cuda.get_device_name() if device == "cuda" else "torch"
+    result = {"device": f"{device}: {name}",
               **timing, "threads": torch.get_num_threads(),
               "attention": model.config._attn_implementation,
               "params": sum(p.numel() for p in model.parameters()),
