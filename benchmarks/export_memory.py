@@ -1,7 +1,7 @@
 """Peak memory of `clinical-t5x export` against the size of the weights it converts.
 
-Generates a random t5x-layout checkpoint (T5 1.1 shapes, `--size small` = t5-small-sized
-~77M params, `--size base` = T5-Base-sized ~248M params) and a synthetic vocabulary, then runs
+Generates a random t5x-layout checkpoint (`--size small` / `base`: the T5 1.1
+shapes of benchmarks/configs.py, ~77M / ~248M params) and a synthetic vocabulary, then runs
 the export in a fresh process and reads that process's peak resident memory (VmHWM). The
 libraries the exporter uses (orbax -> jax, tensorstore; transformers and tokenizers for the
 tokenizer check) cost a fixed ~400 MiB before any weight is read, so both ratios are printed:
@@ -20,10 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SIZES = {  # T5 1.1 shapes (gated GELU, own head)
-    "small": dict(d_model=512, d_kv=64, d_ff=1024, num_heads=6, num_layers=8, num_decoder_layers=8),
-    "base": dict(d_model=768, d_kv=64, d_ff=2048, num_heads=12, num_layers=12, num_decoder_layers=12),
-}
+import configs  # benchmarks/configs.py: the named model sizes
 
 
 def _rss_kib(field: str) -> int:
@@ -39,7 +36,7 @@ def make_inputs(size: str, workdir: Path) -> None:
     from clinical_t5x.hf import convert as hf
     from clinical_t5x.text import vocab_build
 
-    dims = hf.Dims(vocab_size=32128, num_buckets=32, gated=True, tied=False, **SIZES[size])
+    dims = configs.hf_dims(size)
     checkpoint_formats.write_params_checkpoint(hf.random_params(dims, seed=0), workdir / "model")
     vocab_build.build_synthetic_vocab(workdir / "vocab", vocab_size=2000)
 
@@ -68,7 +65,7 @@ def measure(workdir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--size", choices=sorted(configs.SIZES), default="small")
     parser.add_argument("--workdir", help="scratch folder (default: a new temporary one)")
     parser.add_argument("--_child", choices=("make", "measure"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -1,84 +1,170 @@
-"""Training throughput of the built-in Flax T5 step vs Hugging Face PyTorch, same shapes.
+"""Training throughput of the built-in trainer against Hugging Face PyTorch, measured fairly.
 
-    python benchmarks/train_throughput.py --size small               # CPU: JAX + PyTorch eager
+    python benchmarks/train_throughput.py --size tiny        # CPU: defaults and tuned rows
     python benchmarks/train_throughput.py --size small --engines jax,torch,torch_compile
-    python benchmarks/train_throughput.py --gin_file gin/variants/base.gin --engines jax
-    python benchmarks/train_throughput.py --size base --dtype bfloat16 --batch_size 64  # GPU
+    python benchmarks/train_throughput.py --size base --dtype bf16 --settings tuned  # GPU: MFU
 
-Each engine runs in its own subprocess (so peak RSS is per engine); the JAX worker applies
-`runtime.configure_cpu_runtime()` (malloc settings + XLA flag) like the trainer does.
-Random token batches, no padding. tokens/s counts batch * (inputs_length + targets_length)
-per step, the convention of the issue's reference figures. MFU = model matmul FLOPs
-(`network.training_flops_per_example`, forward + backward) / step time / peak FLOP/s; the
-peak comes from a table by device kind on GPU/TPU (dense bf16), and from --peak_tflops on CPU.
+What "fair" means here:
+- Every engine runs in its own subprocess (so peak RSS is per engine), pinned to the same
+  --threads cores and told to use that many threads (XLA sizes its pool from the affinity;
+  torch from torch.set_num_threads and OMP/MKL_NUM_THREADS).
+- "defaults": nothing set for any engine (no allocator settings, no XLA flags).
+  "tuned": the allocator settings of `clinical_t5x.train.runtime` for EVERY engine, plus each
+  engine's own best flags (XLA: `runtime.xla_cpu_flags(dtype)`; torch: SDPA attention).
+- One dtype policy: fp32 = float32 throughout; bf16 = bfloat16 activations, float32
+  parameters and losses (built-in: `T5Config.dtype`; torch: `torch.autocast`). On GPU TF32 is
+  allowed for both engines' float32 matmuls.
+- Untimed warm-up steps (XLA compilation, first allocations, torch.compile's recompiles),
+  then --repeats timed repeats of --steps steps each: min / median / max seconds per step.
+- tokens/s = batch x (inputs + targets) / median step time.
+- Model FLOPs = `clinical_t5x.model.flops.training_flops_per_example`, the trainer's MFU count.
+  MFU on GPU/TPU is against the chip's dense bf16 peak (`flops.device_peak_flops`); on CPU
+  the "matmul" column is the rate the same engine reaches on a 1024^3 matmul in the same dtype
+  and process settings, and "of matmul" is the model FLOP/s as a fraction of it.
+The real t5x trainer is not an engine here (its step needs its own task registry); compare
+with it by running `python -m t5x.train` on the same shapes.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import configs  # benchmarks/configs.py: the named model sizes
 
-# name: (T5Config fields, batch_size, inputs_length, targets_length)
-SIZES: dict[str, tuple[dict, int, int, int]] = {
-    "tiny": (dict(vocab_size=8192, emb_dim=256, num_heads=4, head_dim=64, mlp_dim=1024,
-                  num_encoder_layers=4, num_decoder_layers=4), 16, 256, 64),
-    "small": (dict(vocab_size=32128, emb_dim=512, num_heads=8, head_dim=64, mlp_dim=1024,
-                   num_encoder_layers=6, num_decoder_layers=6), 8, 512, 114),
-    "base": (dict(vocab_size=32128, emb_dim=768, num_heads=12, head_dim=64, mlp_dim=2048,
-                  num_encoder_layers=12, num_decoder_layers=12), 32, 512, 114),
-    "large": (dict(vocab_size=32128, emb_dim=1024, num_heads=16, head_dim=64, mlp_dim=2816,
-                   num_encoder_layers=24, num_decoder_layers=24), 32, 512, 114),
-}
+DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
+ENGINES = ("jax", "torch", "torch_compile")
+SETTINGS = ("defaults", "tuned")
+# Variables that change an engine's speed; "defaults" runs without any of them.
+_TUNING_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "XLA_FLAGS", "CLINICAL_T5X_RUNTIME_CONFIGURED")
 
-# Dense bf16 peak TFLOP/s by (substring of) jax device_kind; first match wins.
-PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0),
-               ("A100", 312.0), ("L40S", 362.0), ("L4", 121.0), ("A10", 125.0),
-               ("V100", 125.0), ("TPU v6", 918.0), ("TPU v5p", 459.0), ("TPU v5", 197.0),
-               ("TPU v4", 275.0), ("TPU v3", 123.0))
+
+# ----------------------------------------------------------------------------- parent side
+
+
+def cpu_model() -> str:
+    from clinical_t5x.train import runtime
+
+    cpu = runtime.this_cpu()
+    bf16 = sorted(cpu.flags & set(runtime.BF16_MATRIX_FLAGS)) or ["no bf16 matrix unit"]
+    return f"{cpu.model} ({cpu.vendor}; {', '.join(bf16)})"
+
+
+def worker_env(base: dict[str, str], settings: str, engine: str, dtype: str,
+               threads: int) -> dict[str, str]:
+    """The environment of one worker: same threads for all; tuned = allocator for all plus
+    the engine's own flags."""
+    from clinical_t5x.train import runtime
+
+    env = {k: v for k, v in base.items() if k not in _TUNING_ENV}
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env[runtime.OPT_OUT_ENV] = "1"  # the worker's settings are exactly these, nothing added
+    if settings == "tuned":
+        env = runtime.cpu_runtime_env(env)
+        env.pop("CLINICAL_T5X_RUNTIME_CONFIGURED", None)
+        if engine == "jax" and runtime.backend_is_cpu(env):
+            flags = runtime.xla_cpu_flags(dtype)
+            if flags:
+                env["XLA_FLAGS"] = " ".join(flags)
+    return env
+
+
+def run_worker(args: argparse.Namespace, engine: str, dtype: str, settings: str) -> dict:
+    """One engine, one dtype, one settings row, in a fresh process."""
+    cmd = [sys.executable, __file__, "--worker", engine, "--worker_dtype", dtype,
+           "--worker_settings", settings, "--size", args.size, "--threads", str(args.threads),
+           "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+           "--steps", str(args.steps)]
+    env = worker_env(dict(os.environ), settings, engine, dtype, args.threads)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    row = {"engine": engine, "dtype": dtype, "settings": settings}
+    if proc.returncode or not lines:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {**row, "error": f"exit code {proc.returncode}: {last[:200]}"}
+    return {**row, **json.loads(lines[-1])}
+
+
+def benchmark_dtypes(choice: str) -> list[str]:
+    """The activation dtypes to run for --dtype (see its help for "auto")."""
+    from clinical_t5x.train import runtime
+
+    if choice == "auto":
+        if not runtime.backend_is_cpu():
+            choice = "bf16"
+        elif runtime.this_cpu().has_bf16_matrix_unit:
+            choice = "both"
+        else:
+            print("bf16 left out: this CPU has no bf16 matrix unit (--dtype both to include it)",
+                  file=sys.stderr)
+            choice = "fp32"
+    return list(DTYPES.values()) if choice == "both" else [DTYPES[choice]]
+
+
+def summary(times: list[float]) -> tuple[float, float, float]:
+    return min(times), statistics.median(times), max(times)
+
+
+def format_table(rows: list[dict], size: str, threads: int) -> str:
+    """The printed report: a header with the machine and definitions, one line per run."""
+    cfg = configs.SIZES[size]
+    flops_per_step = next((r["flops_per_step"] for r in rows if "flops_per_step" in r), None)
+    out = [f"CPU: {cpu_model()}; threads per engine: {threads}",
+           f"size {size}: emb {cfg.emb_dim}, {cfg.num_heads}x{cfg.head_dim} heads, MLP "
+           f"{cfg.mlp_dim}, {cfg.num_layers}+{cfg.num_layers} layers, vocab {cfg.vocab_size}, "
+           f"batch {cfg.batch_size} x {cfg.inputs_length}/{cfg.targets_length}",
+           f"tokens/step = batch x (inputs + targets) = {cfg.tokens_per_step:,}"
+           + (f"; model FLOPs/step = {flops_per_step:.3e}" if flops_per_step else "")]
+    head = (f"{'engine':<14}{'dtype':<9}{'settings':<9}{'device':<18}{'s/step min/med/max':>21}"
+            f"{'cpu s':>7}{'tokens/s':>9}{'TFLOP/s':>8}{'matmul':>8}{'MFU':>7}{'RSS GB':>7}")
+    out += [head, "-" * len(head)]
+    for r in rows:
+        label = f"{r['engine']:<14}{r['dtype']:<9}{r['settings']:<9}"
+        if "error" in r:
+            out.append(f"{label}failed: {r['error']}")
+            continue
+        low, mid, high = summary(r["step_s"])
+        tflops = flops_per_step / mid / 1e12 if flops_per_step else 0.0
+        peak = r.get("peak_tflops") or r.get("matmul_tflops")
+        mfu = f"{100 * tflops / peak:6.1f}%" if peak else "   n/a"
+        matmul = f"{r['matmul_tflops']:8.3f}" if r.get("matmul_tflops") else "       -"
+        out.append(f"{label}{r['device'][:17]:<18}{low:7.3f}{mid:7.3f}{high:7.3f}"
+                   f"{r['cpu_s_per_step']:7.2f}{cfg.tokens_per_step / mid:9.0f}{tflops:8.3f}"
+                   f"{matmul}{mfu:>7}{r['peak_rss_gb']:7.2f}")
+    out.append("MFU: on CPU model FLOP/s / the engine's own 1024^3 matmul rate in the same dtype "
+               "(the 'matmul' column, TFLOP/s); on GPU/TPU / the chip's dense bf16 peak.")
+    speedups = speedup_lines(rows)
+    return "\n".join(out + speedups)
+
+
+def speedup_lines(rows: list[dict]) -> list[str]:
+    """Built-in vs each other engine, same dtype and settings, by median step time."""
+    ok = {(r["engine"], r["dtype"], r["settings"]): summary(r["step_s"])[1]
+          for r in rows if "error" not in r}
+    lines = []
+    for (engine, dtype, settings), median in sorted(ok.items()):
+        ours = ok.get(("jax", dtype, settings))
+        if engine != "jax" and ours:
+            lines.append(f"built-in vs {engine}, {dtype}, {settings}: {median / ours:.2f}x "
+                         f"({'faster' if ours < median else 'slower'})")
+    return lines
+
+
+# ----------------------------------------------------------------------------- worker side
 
 
 def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # KiB on Linux
 
 
-def model_config(args: argparse.Namespace):
-    """(T5Config, batch, inputs_length, targets_length) from --size or --gin_file."""
-    from clinical_t5x.model import network
-
-    if args.gin_file:
-        import gin
-
-        gin.add_config_file_search_path(str(REPO / "gin"))
-        gin.parse_config_files_and_bindings(args.gin_file, args.gin_param, skip_unknown=True)
-        lengths = _macro("TASK_FEATURE_LENGTHS", {"inputs": 512, "targets": 114})
-        fields = dataclasses.asdict(network.T5Config())
-        batch, inputs, targets = (_macro("BATCH_SIZE", 8), lengths["inputs"],
-                                  lengths["targets"])
-    else:
-        base, batch, inputs, targets = SIZES[args.size]
-        fields = {**dataclasses.asdict(network.T5Config()), **base,
-                  "mlp_activations": ("gelu", "linear"), "logits_via_embedding": False}
-    fields.update(dropout_rate=args.dropout_rate,
-                  dtype=args.dtype or fields["dtype"])
-    return (network.T5Config(**fields), args.batch_size or batch,
-            args.inputs_length or inputs, args.targets_length or targets)
-
-
-def _macro(name: str, default):
-    import gin
-
-    try:
-        return gin.query_parameter(f"%{name}")
-    except ValueError:
-        return default
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def random_batch(vocab: int, batch: int, inputs: int, targets: int, seed: int = 0) -> dict:
@@ -91,48 +177,61 @@ def random_batch(vocab: int, batch: int, inputs: int, targets: int, seed: int = 
             "decoder_input_tokens": np.pad(tgt, ((0, 0), (1, 0)))[:, :-1]}
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def timed_steps(run_step, sync, warmup: int, repeats: int, steps: int) -> dict:
+    """Warm-up (untimed), then `repeats` timings of `steps` steps: seconds per step each.
 
-
-def _timed_steps(run_step, sync, warmup: int, steps: int) -> dict[str, float]:
-    """First-step seconds (incl. compile), then wall and CPU seconds per step after warm-up.
-
-    CPU seconds (user + system, all threads) are reported because on a shared machine wall
-    time mostly measures the neighbours.
+    CPU seconds (user + system, all threads) per step are reported too: on a shared machine
+    wall time partly measures the neighbours.
     """
     start = time.perf_counter()
-    sync(run_step())
-    first = time.perf_counter() - start
-    for _ in range(max(warmup - 1, 0)):
+    for _ in range(warmup):
         sync(run_step())
-    start, cpu = time.perf_counter(), _cpu_seconds()
-    for _ in range(steps):
-        out = run_step()
-    sync(out)
-    return {"first_step_s": first, "step_s": (time.perf_counter() - start) / steps,
-            "cpu_s_per_step": (_cpu_seconds() - cpu) / steps}
+    warm = time.perf_counter() - start
+    times, cpu = [], _cpu_seconds()
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = run_step()
+        sync(out)
+        times.append((time.perf_counter() - start) / steps)
+    return {"warmup_s": warm, "step_s": times,
+            "cpu_s_per_step": (_cpu_seconds() - cpu) / (repeats * steps)}
+
+
+def best_rate(run, sync, flops: float, budget_s: float = 2.0) -> float:
+    """TFLOP/s of the fastest of up to 5 timed runs (after one warm-up run), fewer when one
+    run is slow (bf16 without bf16 hardware can take seconds), so it costs about `budget_s`."""
+    start = time.perf_counter()
+    sync(run())
+    reps = max(1, min(5, int(budget_s / max(time.perf_counter() - start, 1e-9))))
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        sync(run())
+        best = min(best, time.perf_counter() - start)
+    return flops / best / 1e12
 
 
 def jax_worker(args: argparse.Namespace) -> dict:
-    from clinical_t5x.train import runtime
-
-    runtime.configure_cpu_runtime()
     import jax
+    import jax.numpy as jnp
 
-    from clinical_t5x.model import network, optim, partitioning, steps
+    from clinical_t5x.model import flops, optim, partitioning, steps
+    from clinical_t5x.model import network
 
-    if args.dtype is None and jax.default_backend() != "cpu":
-        args.dtype = "bfloat16"
-    config, batch, inputs, targets = model_config(args)
+    device = jax.devices()[0]
+    if device.platform == "gpu":
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    cfg = configs.SIZES[args.size]
+    config = configs.t5_config(args.size, args.worker_dtype)
     model = network.Transformer(config)
     optimizer = optim.make_optimizer(warmup_steps=10000)
-    partitioner = partitioning.Partitioner(num_partitions=args.num_partitions)
+    partitioner = partitioning.Partitioner(num_partitions=1)
     state = steps.init_train_state(model, optimizer, partitioner, None, jax.random.PRNGKey(0))
-    step_fn = steps.make_train_step(model, optimizer, partitioner, args.num_microbatches)
+    step_fn = steps.make_train_step(model, optimizer, partitioner)
     data = partitioning.global_batch_from_local(
-        random_batch(config.vocab_size, batch, inputs, targets), partitioner.data_sharding)
+        random_batch(cfg.vocab_size, cfg.batch_size, cfg.inputs_length, cfg.targets_length),
+        partitioner.data_sharding)
     rng = jax.random.PRNGKey(1)
     holder = {"state": state}
 
@@ -140,55 +239,53 @@ def jax_worker(args: argparse.Namespace) -> dict:
         holder["state"], metrics = step_fn(holder["state"], data, rng)
         return metrics
 
-    timing = _timed_steps(run_step, jax.block_until_ready, args.warmup, args.steps)
-    device = jax.devices()[0]
-    result = {"engine": "jax", "device": f"{device.platform}: {device.device_kind}",
-              "devices": jax.device_count(), **timing,
+    timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
+                         args.steps)
+    result = {"device": f"{device.platform}: {device.device_kind}", **timing,
+              "threads": len(os.sched_getaffinity(0)),
               "params": sum(x.size for x in jax.tree_util.tree_leaves(holder["state"].params)),
-              "flops_per_step": batch * network.training_flops_per_example(config, inputs,
-                                                                           targets),
-              "dtype": str(config.dtype), "xla_flags": os.environ.get("XLA_FLAGS", ""),
-              "malloc": os.environ.get("LD_PRELOAD") or os.environ.get("GLIBC_TUNABLES")
-              or "default"}
-    stats = device.memory_stats() if device.platform != "cpu" else None
-    if stats and "peak_bytes_in_use" in stats:
-        result["device_peak_gb"] = stats["peak_bytes_in_use"] / 2 ** 30
-    if device.platform != "cpu":
-        result["peak_tflops"] = next((p for kind, p in PEAK_TFLOPS
-                                      if kind in device.device_kind), None)
+              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
+                  config, cfg.inputs_length, cfg.targets_length),
+              "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    if device.platform == "cpu":
+        a = jnp.ones((1024, 1024), args.worker_dtype)
+        matmul = jax.jit(jnp.matmul)
+        result["matmul_tflops"] = best_rate(lambda: matmul(a, a), jax.block_until_ready,
+                                            2 * 1024 ** 3)
+    else:
+        peak = flops.device_peak_flops(device.device_kind)
+        result["peak_tflops"] = peak / 1e12 if peak else None
+        stats = device.memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            result["device_peak_gb"] = stats["peak_bytes_in_use"] / 2 ** 30
     return result
 
 
 def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
     import torch
-    import transformers
     from transformers.optimization import Adafactor
 
-    config, batch, inputs, targets = model_config(args)
-    gated = len(config.mlp_activations) > 1
-    hf_config = transformers.T5Config(
-        vocab_size=config.vocab_size, d_model=config.emb_dim, d_kv=config.head_dim,
-        d_ff=config.mlp_dim, num_layers=config.num_encoder_layers,
-        num_decoder_layers=config.num_decoder_layers, num_heads=config.num_heads,
-        feed_forward_proj="gated-gelu" if gated else "relu",
-        tie_word_embeddings=config.logits_via_embedding, dropout_rate=config.dropout_rate,
-        relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    from clinical_t5x.model import flops
+
+    torch.set_num_threads(args.threads)
+    cfg = configs.SIZES[args.size]
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default on GPU
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
-    model = transformers.T5ForConditionalGeneration(hf_config)
-    if not config.logits_via_embedding:
-        # transformers 5 always ties lm_head to the embedding; T5 1.1 has its own head.
-        model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
+    # "defaults": the library's own choice of attention kernel; "tuned": SDPA.
+    model = configs.hf_model(args.size, "sdpa" if args.worker_settings == "tuned" else None)
     model = model.to(device).train()
     optimizer = Adafactor(model.parameters(), lr=1e-2, relative_step=False,
                           scale_parameter=True, warmup_init=False)
-    data = {k: torch.from_numpy(v).long().to(device)
-            for k, v in random_batch(config.vocab_size, batch, inputs, targets).items()}
+    data = {k: torch.from_numpy(v).long().to(device) for k, v in random_batch(
+        cfg.vocab_size, cfg.batch_size, cfg.inputs_length, cfg.targets_length).items()}
     forward = torch.compile(model) if compiled else model
-    use_bf16 = str(config.dtype) == "bfloat16" or (device == "cuda" and args.dtype is None)
+    bf16 = args.worker_dtype == "bfloat16"
 
     def run_step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             loss = forward(input_ids=data["encoder_input_tokens"],
                            decoder_input_ids=data["decoder_input_tokens"],
                            labels=data["decoder_target_tokens"]).loss
@@ -197,98 +294,78 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return loss
 
-    def sync(loss):
-        loss.item()
-
-    timing = _timed_steps(run_step, sync, args.warmup, args.steps)
-    result = {"engine": "torch_compile" if compiled else "torch", "device": device, **timing,
-              "threads": torch.get_num_threads(),
+    # torch.compile recompiles during its first steps: give it more untimed steps.
+    warmup = args.warmup + (2 if compiled else 0)
+    timing = timed_steps(run_step, lambda loss: loss.item(), warmup, args.repeats, args.steps)
+    name = torch.cuda.get_device_name() if device == "cuda" else "torch"
+    result = {"device": f"{device}: {name}",
+              **timing, "threads": torch.get_num_threads(),
+              "attention": model.config._attn_implementation,
               "params": sum(p.numel() for p in model.parameters()),
-              "flops_per_step": None, "dtype": "bfloat16 autocast" if use_bf16 else "float32"}
-    if device == "cuda":
+              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
+                  configs.t5_config(args.size), cfg.inputs_length, cfg.targets_length)}
+    if device == "cpu":
+        a = torch.ones((1024, 1024), dtype=torch.bfloat16 if bf16 else torch.float32)
+        result["matmul_tflops"] = best_rate(lambda: a @ a, lambda x: float(x[0, 0]),
+                                            2 * 1024 ** 3)
+    else:
+        peak = flops.device_peak_flops(torch.cuda.get_device_name())
+        result["peak_tflops"] = peak / 1e12 if peak else None
         result["device_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
     return result
 
 
-def run_engine(engine: str, argv: list[str]) -> dict:
-    cmd = [sys.executable, __file__, "--worker", engine, *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        return {"engine": engine, "error": f"exit code {proc.returncode}"}
-    return json.loads(lines[-1])
-
-
-def report(results: list[dict], tokens_per_step: int, peak_tflops: float | None) -> None:
-    flops = next((r["flops_per_step"] for r in results if r.get("flops_per_step")), None)
-    print(f"tokens/step = batch x (inputs + targets) = {tokens_per_step}; "
-          f"model FLOPs/step = {flops:.3e}" if flops else "")
-    print(f"{'engine':<14}{'device':<24}{'s/step':>8}{'cpu s/step':>11}{'tokens/s':>10}"
-          f"{'TFLOP/s':>9}{'MFU':>7}{'peak RSS GB':>12}{'dev GB':>8}")
-    for r in results:
-        if "error" in r:
-            print(f"{r['engine']:<14}failed: {r['error']}")
-            continue
-        tflops = flops / r["step_s"] / 1e12 if flops else None
-        peak = r.get("peak_tflops") or peak_tflops
-        mfu = f"{100 * tflops / peak:6.1f}%" if tflops and peak else "   n/a"
-        dev = f"{r['device_peak_gb']:8.2f}" if "device_peak_gb" in r else "       -"
-        print(f"{r['engine']:<14}{r['device'][:23]:<24}{r['step_s']:8.3f}"
-              f"{r['cpu_s_per_step']:11.3f}"
-              f"{tokens_per_step / r['step_s']:10.0f}{tflops or 0:9.3f}{mfu:>7}"
-              f"{r['peak_rss_gb']:12.2f}{dev}")
-    for r in results:
-        print(json.dumps(r))
+# ----------------------------------------------------------------------------- entry point
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="gin file(s) with network.T5Config bindings (overrides --size)")
-    parser.add_argument("--gin_param", action="append", default=[])
+    parser.add_argument("--size", choices=sorted(configs.SIZES), default="tiny")
+    parser.add_argument("--dtype", choices=[*DTYPES, "both", "auto"], default="auto",
+                        help="auto: bf16 on accelerators, both on CPUs with a bf16 matrix unit, "
+                             "fp32 on other CPUs (where bf16 is emulated and takes minutes)")
     parser.add_argument("--engines", default="jax,torch",
-                        help="comma list of jax, torch, torch_compile")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (incl. compile)")
-    parser.add_argument("--batch_size", type=int)
-    parser.add_argument("--inputs_length", type=int)
-    parser.add_argument("--targets_length", type=int)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"],
-                        help="activation dtype (default: float32 on CPU, bfloat16 on GPU/TPU)")
-    parser.add_argument("--dropout_rate", type=float, default=0.0)
-    parser.add_argument("--num_partitions", type=int, default=1)
-    parser.add_argument("--num_microbatches", type=int)
-    parser.add_argument("--peak_tflops", type=float,
-                        help="device peak TFLOP/s for MFU on CPU (e.g. cores x GHz x 64 / 1000 "
-                             "for fp32 AVX-512 FMA)")
-    parser.add_argument("--worker", choices=["jax", "torch", "torch_compile"],
-                        help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+                        help=f"comma list of {', '.join(ENGINES)}")
+    parser.add_argument("--settings", default=",".join(SETTINGS),
+                        help="comma list of defaults, tuned")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="cores (and threads) per engine; default: all usable cores")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (>= 3)")
+    parser.add_argument("--steps", type=int, default=1, help="steps per timed repeat")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker_dtype", choices=list(DTYPES.values()), help=argparse.SUPPRESS)
+    parser.add_argument("--worker_settings", choices=SETTINGS, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeats < 3:
+        parser.error("--repeats must be at least 3 (min / median / max)")
+    unknown = set(args.engines.split(",")) - set(ENGINES)
+    unknown |= set(args.settings.split(",")) - set(SETTINGS)
+    if unknown:
+        parser.error(f"unknown engine or settings: {', '.join(sorted(unknown))}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parse_args(argv)
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
         result = (jax_worker(args) if args.worker == "jax"
                   else torch_worker(args, compiled=args.worker == "torch_compile"))
         result["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(result), flush=True)
         return 0
-    if args.gin_file:
-        _, batch, inputs, targets = model_config(args)  # imports jax, starts no backend
-    else:
-        _, batch, inputs, targets = SIZES[args.size]
-    batch = args.batch_size or batch
-    tokens = batch * ((args.inputs_length or inputs) + (args.targets_length or targets))
-    results = []
-    for engine in args.engines.split(","):
-        print(f"running {engine} ...", file=sys.stderr, flush=True)
-        results.append(run_engine(engine, argv))
-    report(results, tokens, args.peak_tflops)
-    return 0 if all("error" not in r for r in results) else 1
+    dtypes = benchmark_dtypes(args.dtype)
+    rows = []
+    for dtype in dtypes:
+        for settings in args.settings.split(","):
+            for engine in args.engines.split(","):
+                print(f"running {engine} {dtype} {settings} ...", file=sys.stderr, flush=True)
+                rows.append(run_worker(args, engine, dtype, settings))
+    print(format_table(rows, args.size, args.threads))
+    for row in rows:
+        print(json.dumps(row))
+    return 0 if all("error" not in r for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""CPU runtime re-exec: backend detection, environment, one re-exec with a log line, opt-out."""
+"""CPU runtime settings: CPU detection, dtype and XLA flags by machine, the allocator re-exec."""
 import json
 import os
 import subprocess
@@ -8,26 +8,70 @@ import pytest
 
 from clinical_t5x.train import runtime
 
-SCRIPT = ("import json, os, sys\n"
-          "from clinical_t5x import runtime\n"
-          "runtime.configure_cpu_runtime()\n"
-          "print(json.dumps({k: os.environ.get(k) for k in "
-          "('XLA_FLAGS', 'GLIBC_TUNABLES', 'LD_PRELOAD')} | {'argv': sys.argv[1:]}))\n")
+INTEL_AMX = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz
+flags\t\t: fpu avx2 fma avx512f avx512_bf16 amx_bf16 amx_tile
+processor\t: 1
+vendor_id\t: GenuineIntel
+"""
+AMD_ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu avx2 fma
+"""
 
 
-@pytest.mark.parametrize("platforms, expected", [("cpu", True), ("cuda", False),
-                                                 ("tpu,cpu", False), ("", True)])
-def test_backend_is_cpu_from_jax_platforms(platforms, expected):
-    # "" = unset: this image has no accelerator plugin installed, so CPU.
+def test_parse_cpuinfo_reads_vendor_model_and_flags():
+    intel = runtime.parse_cpuinfo(INTEL_AMX)
+    assert (intel.vendor, intel.model) == ("GenuineIntel",
+                                           "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz")
+    assert {"amx_bf16", "avx512_bf16", "avx2"} <= intel.flags
+    assert intel.has_bf16_matrix_unit
+    amd = runtime.parse_cpuinfo(AMD_ZEN3)
+    assert amd.vendor == "AuthenticAMD" and not amd.has_bf16_matrix_unit
+    assert runtime.parse_cpuinfo("").model == "unknown"
+
+
+@pytest.mark.parametrize("cpuinfo, on_cpu, dtype", [
+    (INTEL_AMX, True, "bfloat16"), (AMD_ZEN3, True, "float32"),
+    (AMD_ZEN3.replace("fma", "fma avx512_bf16"), True, "bfloat16"),
+    (AMD_ZEN3, False, "bfloat16")])
+def test_preferred_dtype_is_bf16_only_where_bf16_has_hardware(monkeypatch, cpuinfo, on_cpu,
+                                                              dtype):
+    monkeypatch.setattr(runtime, "this_cpu", lambda: runtime.parse_cpuinfo(cpuinfo))
+    monkeypatch.setattr(runtime, "backend_is_cpu", lambda env=None: on_cpu)
+    assert runtime.preferred_activation_dtype() == dtype
+
+
+def test_ynn_dot_fusion_only_for_float32(monkeypatch):
+    monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: True)
+    assert runtime.xla_cpu_flags("float32") == [runtime.YNN_FLAG]
+    assert runtime.xla_cpu_flags("bfloat16") == []
+    monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: False)
+    assert runtime.xla_cpu_flags("float32") == []
+
+
+class _Dist:
+    def __init__(self, name):
+        self.metadata = {"Name": name}
+
+
+@pytest.mark.parametrize("platforms, installed, expected", [
+    ("cpu", ["jax-cuda12-plugin"], True), ("cuda", [], False), ("tpu,cpu", [], False),
+    ("", ["numpy", "jaxlib"], True), ("", ["jaxlib", "jax-cuda12-plugin"], False),
+    ("", ["libtpu"], False)])
+def test_backend_is_cpu_from_jax_platforms_or_installed_plugins(monkeypatch, platforms,
+                                                                installed, expected):
+    monkeypatch.setattr(runtime.importlib.metadata, "distributions",
+                        lambda: [_Dist(name) for name in installed])
     assert runtime.backend_is_cpu({"JAX_PLATFORMS": platforms}) is expected
 
 
-def test_runtime_env_adds_allocator_settings_and_flag_but_keeps_user_settings(monkeypatch):
-    monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: True)
+def test_runtime_env_adds_allocator_settings_but_keeps_user_settings(monkeypatch):
     monkeypatch.setattr(runtime, "find_tcmalloc", lambda: None)
     env = runtime.cpu_runtime_env({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
-                                        runtime.YNN_FLAG]
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"  # flags: in-process
     assert env["GLIBC_TUNABLES"] == runtime.GLIBC_TUNABLES
     kept = runtime.cpu_runtime_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert kept["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2"
@@ -38,29 +82,60 @@ def test_runtime_env_adds_allocator_settings_and_flag_but_keeps_user_settings(mo
     assert "GLIBC_TUNABLES" not in preload
 
 
-def run_script(tmp_path, **env_overrides):
+SCRIPT = """import json, os, sys
+from clinical_t5x.train import runtime
+runtime.configure_cpu_runtime()
+dtype, start_backend = sys.argv[1], sys.argv[2] == "started"
+if start_backend:
+    import jax
+    jax.devices()
+added = runtime.configure_xla_flags(dtype)
+import jax.numpy as jnp
+jnp.ones(4).sum().block_until_ready()  # XLA accepted the flags
+print(json.dumps({k: os.environ.get(k) for k in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
+                 | {'argv': sys.argv[1:], 'added': added}))
+"""
+
+
+def run_script(tmp_path, dtype="float32", backend="not-started", **env_overrides):
     env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "JAX_PLATFORMS")}
-    env.update(CLINICAL_T5X_CACHE=str(tmp_path), **env_overrides)
-    out = subprocess.run([sys.executable, "-c", SCRIPT, "--flag", "x"], env=env,
+           if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "JAX_PLATFORMS",
+                        runtime.OPT_OUT_ENV, "CLINICAL_T5X_RUNTIME_CONFIGURED")}
+    env.update(CLINICAL_T5X_CACHE=str(tmp_path), JAX_PLATFORMS="cpu", **env_overrides)
+    out = subprocess.run([sys.executable, "-c", SCRIPT, dtype, backend], env=env,
                          capture_output=True, text=True, check=True, timeout=300)
-    return json.loads(out.stdout), out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
-def test_reexec_once_with_settings_and_a_log_line(tmp_path):
-    seen, stderr = run_script(tmp_path)
+def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
+    seen, stderr = run_script(tmp_path, "float32")
     assert seen["GLIBC_TUNABLES"] == runtime.GLIBC_TUNABLES
-    assert seen["argv"] == ["--flag", "x"]  # arguments survive the re-exec
+    assert seen["argv"] == ["float32", "not-started"]  # arguments survive the re-exec
     assert stderr.count("re-executing once") == 1
     knows = json.loads((tmp_path / "xla_cpu_flags.json").read_text())
-    assert list(knows.values()) == [runtime.YNN_FLAG in (seen["XLA_FLAGS"] or "")]
+    assert (tmp_path / "xla_cpu_flags.json").stat().st_mode & 0o077 == 0
+    assert seen["added"] == ([runtime.YNN_FLAG] if list(knows.values()) == [True] else [])
+    assert (seen["XLA_FLAGS"] or "") == " ".join(seen["added"])
+    bf16, _ = run_script(tmp_path, "bfloat16")
+    assert bf16["added"] == [] and bf16["XLA_FLAGS"] is None
+
+
+def test_user_flags_win_and_a_started_backend_is_left_alone(tmp_path):
+    user = "--xla_cpu_experimental_onednn_fusion_type=dot"
+    seen, _ = run_script(tmp_path, "float32", XLA_FLAGS=user)
+    assert seen["XLA_FLAGS"] == user and seen["added"] == []
+    late, _ = run_script(tmp_path, "float32", "started")
+    assert late["added"] == [] and late["XLA_FLAGS"] is None
 
 
 def test_opt_out(tmp_path):
     seen, stderr = run_script(tmp_path, CLINICAL_T5X_NO_REEXEC="1")
     assert seen["GLIBC_TUNABLES"] is None and seen["XLA_FLAGS"] is None
-    assert "re-executing" not in stderr
+    assert seen["added"] == [] and "re-executing" not in stderr
 
 
-def test_never_reexecs_inside_pytest():
+def test_never_changes_the_pytest_process():
+    before = dict(os.environ)
     assert runtime.configure_cpu_runtime() is False
+    assert runtime.configure_xla_flags("float32") == []
+    assert dict(os.environ) == before

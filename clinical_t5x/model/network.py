@@ -416,21 +416,3 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
                                   (tokens, jnp.zeros((batch,), bool)))
     return tokens
 
-
-def training_flops_per_example(config: T5Config, inputs_length: int,
-                               targets_length: int) -> float:
-    """Matmul FLOPs of one training example (forward + backward = 3x forward), for MFU.
-
-    Counts every projection, the attention score and mixing products, and the output head;
-    ignores norms, softmax and other elementwise work (a few percent).
-    """
-    d, f, v = config.emb_dim, config.mlp_dim, config.vocab_size
-    n = config.num_heads * config.head_dim
-    mlp = 2 * d * f * (len(config.mlp_activations) + 1)  # per token
-    li, lt = inputs_length, targets_length
-    encoder = li * (8 * d * n + mlp) + 4 * li * li * n
-    decoder = (lt * (8 * d * n + 4 * d * n + mlp) + 4 * li * d * n
-               + 4 * lt * lt * n + 4 * lt * li * n)
-    forward = (config.num_encoder_layers * encoder + config.num_decoder_layers * decoder
-               + 2 * lt * d * v)
-    return 3.0 * forward

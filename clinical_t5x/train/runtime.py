@@ -1,18 +1,28 @@
-"""Process-level settings that make XLA's CPU runtime fast, applied by re-executing once.
+"""Per-machine CPU runtime settings: the allocator (one re-exec) and XLA flags (by CPU and dtype).
 
-With glibc's default malloc XLA's CPU runtime takes fresh pages every step (its multi-GB temp
-block is mmapped and unmapped each step: page faults, a fifth of CPU time in the kernel).
-Our glibc tunables serve everything below 256 MiB from one never-trimmed heap and let only
-the big temp block be mmapped, backed by transparent huge pages (512x fewer faults). Measured
-on T5 1.1 "small" (2 cores, CPU seconds per step, peak RSS): default 7.6 s / 3.5 GB;
-PERFORMANCE-NOTES' tunables (no mmap at all) 6.6 s / 8.4 GB (the heap fragments around the
-temp block); ours 6.3 s / 3.5 GB. tcmalloc (notes: 7.6 GB on small) only on request
-(CLINICAL_T5X_TCMALLOC=1). `--xla_cpu_experimental_ynn_fusion_type=dot` adds 12-29% and
-also fixes XLA's pathological leading-axis reductions. Both act only at process start, hence
-the single re-exec. Nothing here applies to GPU/TPU. Opt out with CLINICAL_T5X_NO_REEXEC=1.
+Allocator. With glibc's default malloc XLA's CPU runtime takes fresh pages every step (its
+multi-GB temp block is mmapped and unmapped each step: page faults, a fifth of CPU time in
+the kernel). Our glibc tunables serve everything below 256 MiB from one never-trimmed heap and
+let only the big temp block be mmapped, backed by transparent huge pages. They act only at
+process start, hence `configure_cpu_runtime`'s single re-exec. tcmalloc only on request
+(CLINICAL_T5X_TCMALLOC=1): it doubles peak memory on T5 "small".
+
+XLA flags. `--xla_cpu_experimental_ynn_fusion_type=dot` speeds up float32 steps (fused dots,
+and it avoids XLA's slow leading-axis reductions) but makes bfloat16 dots 3-5x slower, on
+Intel AMX and on AMD alike (docs/performance.md has the measurements and the CPU models). So
+the flag is chosen by the activation dtype, which is only known once gin is parsed: XLA reads
+XLA_FLAGS when its backend starts, not at process start, so `configure_xla_flags` sets them
+in-process, before the first computation, without a re-exec.
+
+Activation dtype. `preferred_activation_dtype` (gin: `@runtime.preferred_activation_dtype()`)
+is bfloat16 on accelerators and on CPUs with bf16 matrix hardware (amx_bf16, avx512_bf16),
+float32 on other CPUs, where bf16 is emulated.
+
+Nothing here applies to GPU/TPU. Opt out of both with CLINICAL_T5X_NO_REEXEC=1.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -21,11 +31,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gin
+
+from clinical_t5x import owner_only
+
 log = logging.getLogger(__name__)
 
 OPT_OUT_ENV = "CLINICAL_T5X_NO_REEXEC"
 _DONE_ENV = "CLINICAL_T5X_RUNTIME_CONFIGURED"
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
+_FUSION_FLAG_NAMES = ("xla_cpu_experimental_ynn_fusion_type",
+                      "xla_cpu_experimental_onednn_fusion_type")
+BF16_MATRIX_FLAGS = ("amx_bf16", "avx512_bf16")
 GLIBC_TUNABLES = ":".join([
     "glibc.malloc.hugetlb=1",  # THP for malloc's mmaps (glibc >= 2.35; older ones ignore it)
     "glibc.malloc.arena_max=1",
@@ -39,6 +56,40 @@ _LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/li
 _ACCELERATOR_DISTS = ("jax-cuda", "jax_cuda", "jax-rocm", "jax_rocm", "libtpu")
 
 
+@dataclasses.dataclass(frozen=True)
+class CpuInfo:
+    """What the settings depend on: vendor and model name (for reports), feature flags."""
+
+    vendor: str
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def has_bf16_matrix_unit(self) -> bool:
+        return any(flag in self.flags for flag in BF16_MATRIX_FLAGS)
+
+
+def parse_cpuinfo(text: str) -> CpuInfo:
+    """The first processor's vendor, model name and flags from a /proc/cpuinfo text."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        key = key.strip()
+        if sep and key not in fields:
+            fields[key] = value.strip()
+    return CpuInfo(vendor=fields.get("vendor_id", "unknown"),
+                   model=fields.get("model name", "unknown"),
+                   flags=frozenset(fields.get("flags", "").split()))
+
+
+def this_cpu() -> CpuInfo:
+    """This machine's CpuInfo (empty flags where /proc/cpuinfo is unreadable, e.g. macOS)."""
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text(errors="replace"))
+    except OSError:
+        return CpuInfo("unknown", "unknown", frozenset())
+
+
 def backend_is_cpu(env: dict[str, str] | None = None) -> bool:
     """Whether JAX will run on CPU, decided without importing jax (which would fix its flags)."""
     env = os.environ if env is None else env
@@ -47,6 +98,19 @@ def backend_is_cpu(env: dict[str, str] | None = None) -> bool:
         return platforms.split(",")[0] == "cpu"
     names = (dist.metadata["Name"] or "" for dist in importlib.metadata.distributions())
     return not any(name.lower().startswith(_ACCELERATOR_DISTS) for name in names)
+
+
+@gin.configurable(module="runtime")
+def preferred_activation_dtype() -> str:
+    """bfloat16 where it is fast (accelerators, CPUs with AMX or AVX-512 BF16), else float32."""
+    if not backend_is_cpu() or this_cpu().has_bf16_matrix_unit:
+        return "bfloat16"
+    return "float32"
+
+
+def xla_cpu_flags(dtype: str) -> list[str]:
+    """XLA flags that pay off for this activation dtype on CPU (see the module docstring)."""
+    return [YNN_FLAG] if str(dtype) == "float32" and jaxlib_knows_ynn_flag() else []
 
 
 def _cache_file() -> Path:
@@ -69,8 +133,9 @@ def jaxlib_knows_ynn_flag() -> bool:
             env=env, capture_output=True, timeout=300, check=False)
         known[version] = probe.returncode == 0
         try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(known))
+            owner_only.make_dir(cache.parent)
+            with owner_only.open_file(cache, "w") as out:
+                out.write(json.dumps(known))
         except OSError:
             log.debug("could not cache the XLA flag probe in %s", cache)
     return bool(known[version])
@@ -85,40 +150,66 @@ def find_tcmalloc() -> str | None:
 
 
 def cpu_runtime_env(env: dict[str, str]) -> dict[str, str]:
-    """The environment to re-exec with (allocator + XLA flag), leaving user settings alone."""
+    """The environment to re-exec with (allocator settings), leaving user settings alone."""
     new = dict(env)
     tcmalloc = find_tcmalloc() if env.get(TCMALLOC_ENV) == "1" else None
     if tcmalloc and TCMALLOC_NAME not in new.get("LD_PRELOAD", ""):
         new["LD_PRELOAD"] = ":".join(p for p in (tcmalloc, new.get("LD_PRELOAD")) if p)
     elif not tcmalloc and "GLIBC_TUNABLES" not in new:
         new["GLIBC_TUNABLES"] = GLIBC_TUNABLES
-    flags = new.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags and jaxlib_knows_ynn_flag():
-        new["XLA_FLAGS"] = f"{flags} {YNN_FLAG}".strip()
     new[_DONE_ENV] = "1"
     return new
 
 
-def configure_cpu_runtime() -> bool:
-    """Re-exec this process once with the fast CPU settings; returns False when not applicable.
+def _applies(env: dict[str, str]) -> bool:
+    """Settings apply on CPU, unless opted out or inside pytest (which must not be replaced or
+    have its environment changed for later tests)."""
+    return env.get(OPT_OUT_ENV) != "1" and "pytest" not in sys.modules and backend_is_cpu(env)
 
-    Call at the very start of a command's main(), before jax is used. Skipped when opted out
-    (CLINICAL_T5X_NO_REEXEC=1), when already done, inside pytest (re-exec would replace the
-    test runner), and when an accelerator backend will be used.
+
+def configure_cpu_runtime() -> bool:
+    """Re-exec this process once with the allocator settings; False when not applicable.
+
+    Call at the very start of a command's main(), before anything heavy. Skipped when opted
+    out (CLINICAL_T5X_NO_REEXEC=1), when already done, inside pytest, and when an accelerator
+    backend will be used.
     """
     env = dict(os.environ)
-    if env.get(OPT_OUT_ENV) == "1" or env.get(_DONE_ENV) == "1" or "pytest" in sys.modules:
-        return False
-    if not backend_is_cpu(env):
+    if env.get(_DONE_ENV) == "1" or not _applies(env):
         return False
     new = cpu_runtime_env(env)
-    changed = sorted(k for k in ("LD_PRELOAD", "GLIBC_TUNABLES", "XLA_FLAGS")
-                     if new.get(k) != env.get(k))
+    changed = sorted(k for k in ("LD_PRELOAD", "GLIBC_TUNABLES") if new.get(k) != env.get(k))
     if not changed:
         return False
-    log.warning("clinical_t5x: re-executing once for a faster CPU runtime (%s); set %s=1 to "
+    log.warning("clinical_t5x: re-executing once for a faster CPU allocator (%s); set %s=1 to "
                 "skip", ", ".join(f"{k}={new[k]}" for k in changed), OPT_OUT_ENV)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], new)
     return True  # unreachable: execve replaces the process
+
+
+def configure_xla_flags(dtype: str) -> list[str]:
+    """Add this dtype's XLA CPU flags to XLA_FLAGS; returns the flags added.
+
+    Must run before JAX's backend starts (the first computation or `jax.devices()`); later
+    it logs why and changes nothing. A fusion flag the user set in XLA_FLAGS wins.
+    """
+    env = os.environ
+    if not _applies(dict(env)):
+        return []
+    user_flags = env.get("XLA_FLAGS", "")
+    if any(name in user_flags for name in _FUSION_FLAG_NAMES):
+        return []
+    flags = xla_cpu_flags(dtype)
+    if not flags:
+        return []
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():
+        log.info("XLA CPU flags %s not applied: the JAX backend has already started",
+                 " ".join(flags))
+        return []
+    env["XLA_FLAGS"] = " ".join([user_flags, *flags]).strip()
+    log.info("XLA CPU flags for %s activations: %s", dtype, " ".join(flags))
+    return flags

@@ -1,5 +1,5 @@
 """What the trainer reports: TensorBoard scalars (t5x's names), the console progress line, and
-the model-FLOPs estimate behind its utilisation figure."""
+the peak FLOP/s behind its utilisation figure (the model FLOPs come from `model.flops`)."""
 
 from __future__ import annotations
 
@@ -13,55 +13,22 @@ import jax
 import numpy as np
 from clu import metric_writers
 
-# Dense peak FLOP/s per device for the utilisation estimate (bf16 where the chip has it).
-PEAK_FLOPS_BY_DEVICE_KIND: dict[str, float] = {
-    "H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
-    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
-    "TPU v6 lite": 918e12,
-}
-
-
-def cpu_peak_flops() -> float | None:
-    """fp32 FMA peak of the cores this process may use: cores x clock x FLOPs per cycle
-    (64 with AVX-512: two 16-lane FMA pipes; 32 with AVX2+FMA). A rough ceiling, Linux only."""
-    try:
-        info = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
-    except OSError:
-        return None
-    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
-    if not mhz:
-        return None
-    per_cycle = 64 if " avx512f" in info else 32 if " fma" in info else 8
-    return len(os.sched_getaffinity(0)) * max(mhz) * 1e6 * per_cycle
+from clinical_t5x.model import flops
 
 
 def peak_flops_total() -> float | None:
-    """Peak FLOP/s of all devices of the job (CPU: of this host), None when unknown."""
+    """Peak FLOP/s of all devices of the job (CPU: this host's usable cores), None when
+    unknown; the table and the CPU estimate are `flops`'s, shared with the benchmark."""
     device = jax.devices()[0]
     if device.platform == "cpu":
-        peak = cpu_peak_flops()
+        try:
+            cpuinfo = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+        except OSError:
+            return None
+        peak = flops.cpu_peak_flops(cpuinfo, len(os.sched_getaffinity(0)))
         return None if peak is None else peak * jax.process_count()
-    for name, flops in PEAK_FLOPS_BY_DEVICE_KIND.items():
-        if name.lower() in device.device_kind.lower():
-            return flops * jax.device_count()
-    return None
-
-
-def model_flops_per_sequence(config, inputs_length: int, targets_length: int) -> float:
-    """Training FLOPs (forward + backward = 3 x forward) of one (packed) sequence.
-
-    Counts the matrix multiplications: projections and MLPs at 2 FLOPs per weight per token,
-    attention scores and mixing at 2 x 2 x length x heads x head_dim per token, and the
-    output logits. Norms, softmax and the loss are left out, as in the usual MFU convention.
-    """
-    d, h, k = config.emb_dim, config.num_heads, config.head_dim
-    mlp = len(config.mlp_activations) * d * config.mlp_dim + config.mlp_dim * d
-    attn_proj = 4 * d * h * k
-    enc_per_token = config.num_encoder_layers * (attn_proj + mlp + 2 * h * k * inputs_length)
-    dec_per_token = config.num_decoder_layers * (
-        2 * attn_proj + mlp + 2 * h * k * (targets_length + inputs_length)) + d * config.vocab_size
-    forward = 2 * (enc_per_token * inputs_length + dec_per_token * targets_length)
-    return 3.0 * forward
+    peak = flops.device_peak_flops(device.device_kind)
+    return None if peak is None else peak * jax.device_count()
 
 
 def create_writers(model_dir: str | os.PathLike, eval_name: str
@@ -100,15 +67,24 @@ class Progress:
                  feature_lengths: Mapping[str, int], flops_per_step: float,
                  peak_flops: float | None, stream=None):
         """`peak_flops`: of the whole job (`peak_flops_total`); None shows no MFU. The line's
-        tok/s counts input tokens (the usual figure for encoder-decoder pretraining)."""
+        tok/s counts input + target tokens, the benchmark's definition (see `header`)."""
         self.total_steps = total_steps
         self.batch_size = batch_size
-        self.tokens_per_step = batch_size * feature_lengths["inputs"]
+        self.input_tokens_per_step = batch_size * feature_lengths["inputs"]
         self.target_tokens_per_step = batch_size * feature_lengths["targets"]
+        self.tokens_per_step = self.input_tokens_per_step + self.target_tokens_per_step
         self.flops_per_step = flops_per_step
         self.peak = peak_flops
         self.stream = stream
+        self._header_shown = False
         self._mark_step, self._mark_time = start_step, time.perf_counter()
+
+    def header(self) -> str:
+        """What the line's figures mean, printed once before the first line."""
+        mfu = (f"MFU = {self.flops_per_step:.3g} model FLOPs/step x steps/s / "
+               f"{self.peak:.3g} peak FLOP/s" if self.peak else "no MFU (peak FLOP/s unknown)")
+        return (f"progress: tok/s = steps/s x batch x (inputs + targets) = steps/s x "
+                f"{self.tokens_per_step:,}; {mfu}")
 
     def timing(self, step: int) -> dict[str, float]:
         """Rates since the previous call (t5x's `timing/*` scalars); restarts the clock."""
@@ -118,7 +94,7 @@ class Progress:
         rate = steps / seconds
         out = {"timing/steps_per_second": rate,
                "timing/seqs_per_second": rate * self.batch_size,
-               "timing/input_tokens_per_second": rate * self.tokens_per_step,
+               "timing/input_tokens_per_second": rate * self.input_tokens_per_step,
                "timing/target_tokens_per_second": rate * self.target_tokens_per_step}
         if self.peak:
             out["timing/model_flops_utilization"] = rate * self.flops_per_step / self.peak
@@ -138,5 +114,10 @@ class Progress:
         return " | ".join(parts)
 
     def report(self, step: int, metrics: Mapping[str, float], timing: Mapping[str, float]) -> None:
-        if jax.process_index() == 0:
-            print(self.line(step, metrics, timing), file=self.stream or sys.stderr, flush=True)
+        if jax.process_index() != 0:
+            return
+        stream = self.stream or sys.stderr
+        if not self._header_shown:
+            print(self.header(), file=stream, flush=True)
+            self._header_shown = True
+        print(self.line(step, metrics, timing), file=stream, flush=True)

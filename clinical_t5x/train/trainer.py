@@ -84,14 +84,18 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
 
 def configure_gin(gin_files: Sequence[str], bindings: Sequence[str],
                   search_paths: Sequence[str]) -> None:
-    """Registers the configurables, adds search paths, parses files then bindings (t5x order)."""
+    """Registers the configurables, adds search paths, parses files then bindings (t5x order),
+    then sets the XLA CPU flags that suit the configured activation dtype (they must be in
+    place before JAX's backend starts, and the dtype is known only now)."""
     from clinical_t5x.model import network, optim, partitioning  # noqa: F401 (gin registration)
+    from clinical_t5x.train import runtime
     import clinical_t5x.tasks  # noqa: F401 (SeqIO tasks + their gin configurables)
 
     paths = [p for group in search_paths for p in group.split(",") if p]
     for path in paths + default_gin_search_paths() + [os.getcwd()]:
         gin.add_config_file_search_path(path)
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
+    runtime.configure_xla_flags(network.T5Config().dtype)
 
 
 # ----------------------------------------------------------------------------- data
@@ -306,7 +310,7 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
 
     from clinical_t5x.train import checkpoints, summaries
 
-    from clinical_t5x.model import network, optim, partitioning, steps
+    from clinical_t5x.model import flops, network, optim, partitioning, steps
 
     stop_flag = stop_flag or _StopFlag()
     config = network.T5Config()
@@ -331,7 +335,7 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
     lengths = dict(task_feature_lengths)
     progress = summaries.Progress(
         step, train_steps, batch_size, lengths,
-        flops_per_step=batch_size * summaries.model_flops_per_sequence(
+        flops_per_step=batch_size * flops.training_flops_per_example(
             config, lengths["inputs"], lengths["targets"]),
         peak_flops=(peak_flops_per_device * jax.device_count() if peak_flops_per_device
                     else summaries.peak_flops_total()))

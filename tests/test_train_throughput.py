@@ -1,0 +1,97 @@
+"""benchmarks/train_throughput.py: fair settings per engine, the report's arithmetic, and a
+micro run of the bf16 path (the GPU configuration's dtype policy) on CPU."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from clinical_t5x.model import flops
+from clinical_t5x.train import runtime
+
+
+@pytest.fixture
+def bench(monkeypatch, request):
+    monkeypatch.syspath_prepend(str(request.config.rootpath / "benchmarks"))
+    import train_throughput
+
+    return train_throughput
+
+
+def test_defaults_set_nothing_and_tuned_gives_every_engine_the_allocator(bench, monkeypatch):
+    monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: True)
+    monkeypatch.setattr(runtime, "backend_is_cpu", lambda env=None: True)
+    base = {"PATH": "/bin", "XLA_FLAGS": "--x", "GLIBC_TUNABLES": "a=1", "LD_PRELOAD": "l.so"}
+    for engine in ("jax", "torch"):
+        plain = bench.worker_env(base, "defaults", engine, "float32", threads=2)
+        assert not {"XLA_FLAGS", "GLIBC_TUNABLES", "LD_PRELOAD"} & set(plain)
+        assert plain["OMP_NUM_THREADS"] == plain["MKL_NUM_THREADS"] == "2"
+        tuned = bench.worker_env(base, "tuned", engine, "float32", threads=2)
+        assert tuned["GLIBC_TUNABLES"] == runtime.GLIBC_TUNABLES
+        assert tuned["OMP_NUM_THREADS"] == "2" and tuned["PATH"] == "/bin"
+    assert bench.worker_env(base, "tuned", "jax", "float32", 2)["XLA_FLAGS"] == runtime.YNN_FLAG
+    assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "jax", "bfloat16", 2)
+    assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "torch", "float32", 2)
+
+
+def _row(engine, step_s, **extra):
+    return {"engine": engine, "dtype": "float32", "settings": "tuned", "device": "cpu: x",
+            "step_s": step_s, "cpu_s_per_step": 1.0, "peak_rss_gb": 1.5,
+            "flops_per_step": 4e12, "matmul_tflops": 8.0, **extra}
+
+
+def test_table_uses_the_median_for_rates_and_prints_min_median_max(bench):
+    tokens = bench.configs.SIZES["tiny"].tokens_per_step
+    table = bench.format_table([_row("jax", [4.0, 1.0, 2.0]), _row("torch", [3.0, 3.0, 3.0]),
+                                {"engine": "torch_compile", "dtype": "float32",
+                                 "settings": "tuned", "error": "exit code 1: boom"}],
+                               "tiny", threads=2)
+    jax_line = next(line for line in table.splitlines() if line.startswith("jax "))
+    # min 1, median 2, max 4; tokens/s at the median; 4e12 FLOPs / 2 s = 2 TFLOP/s = 25% of 8.
+    assert jax_line.split()[5:11] == ["1.000", "2.000", "4.000", "1.00", str(tokens // 2),
+                                      "2.000"]
+    assert "25.0%" in jax_line
+    assert "built-in vs torch, float32, tuned: 1.50x (faster)" in table
+    assert "torch_compile float32  tuned    failed: exit code 1: boom" in table
+    assert f"tokens/step = batch x (inputs + targets) = {tokens:,}" in table
+    assert "threads per engine: 2" in table and runtime.this_cpu().model in table
+
+
+@pytest.mark.parametrize("on_cpu, cpuinfo, expected", [
+    (True, "flags : avx2 fma amx_bf16", ["float32", "bfloat16"]),
+    (True, "flags : avx2 fma", ["float32"]), (False, "flags : avx2", ["bfloat16"])])
+def test_auto_dtypes_leave_out_emulated_bf16(bench, monkeypatch, on_cpu, cpuinfo, expected):
+    monkeypatch.setattr(runtime, "backend_is_cpu", lambda env=None: on_cpu)
+    monkeypatch.setattr(runtime, "this_cpu", lambda: runtime.parse_cpuinfo(cpuinfo))
+    assert bench.benchmark_dtypes("auto") == expected
+    assert bench.benchmark_dtypes("both") == ["float32", "bfloat16"]
+    assert bench.benchmark_dtypes("bf16") == ["bfloat16"]
+
+
+def test_fewer_than_three_repeats_is_refused(bench):
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--repeats", "2"])
+
+
+@pytest.mark.slow
+def test_micro_bf16_run_of_both_engines(request):
+    """The GPU path's configuration (bf16 activations, shared FLOP count, tuned settings)
+    end to end on CPU, on the micro model."""
+    script = request.config.rootpath / "benchmarks" / "train_throughput.py"
+    out = subprocess.run([sys.executable, str(script), "--size", "micro", "--dtype", "bf16",
+                          "--settings", "tuned", "--engines", "jax,torch", "--warmup", "1"],
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    assert [(r["engine"], r["dtype"]) for r in rows] == [("jax", "bfloat16"),
+                                                         ("torch", "bfloat16")]
+    sys.path.insert(0, str(script.parent))
+    import configs
+
+    cfg = configs.SIZES["micro"]
+    expected = cfg.batch_size * flops.training_flops_per_example(
+        configs.t5_config("micro"), cfg.inputs_length, cfg.targets_length)
+    for row in rows:
+        assert len(row["step_s"]) == 3 and row["flops_per_step"] == expected
+        assert row["threads"] >= 1 and row["peak_rss_gb"] > 0 and row["matmul_tflops"] > 0
+    assert "built-in vs torch, bfloat16, tuned" in out.stdout
