@@ -25,6 +25,7 @@ main() {
     echo "== base, $layers + $layers layers, batch 32 x 512/114, bf16, ACTIVATION_REMAT = $remat"
     python3 benchmarks/train_throughput.py --gin_file gin/variants/base.gin --engines jax \
       --dtype bfloat16 --batch_size 32 --steps "$steps" --warmup 5 \
+      --gin_param "INIT_CHECKPOINT = None" \
       --gin_param "network.T5Config.num_encoder_layers = $layers" \
       --gin_param "network.T5Config.num_decoder_layers = $layers" \
       --gin_param "network.T5Config.remat = $remat"
