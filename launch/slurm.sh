@@ -42,7 +42,7 @@ options (environment fallback in brackets):
   --account A          Slurm account
   --cpus-per-task C    CPUs per process (the input pipeline runs on them)
   --sbatch-arg ARG     extra #SBATCH line, e.g. --sbatch-arg=--exclusive (repeatable)
-  --name N             job name [SLURM_JOB_NAME_PREFIX, default clinical-t5x]
+  --name N             job name (default clinical-t5x)
   --max-requeues N     requeues after time limits before giving up (default 20)
   --signal-lead S      seconds before the time limit at which to checkpoint (default 300)
   --log-dir D          job logs and scripts, owner-only (default ~/clinical_t5x_logs/slurm)
@@ -68,7 +68,7 @@ DATA_DIR="${CLINICAL_T5X_DATA_DIR:-}"
 VOCAB_DIR="${CLINICAL_T5X_VOCAB_DIR:-}"
 GIN_BINDINGS=() SBATCH_ARGS=()
 TIME_LIMIT="" PARTITION="" ACCOUNT="" CPUS_PER_TASK=""
-NAME="${SLURM_JOB_NAME_PREFIX:-clinical-t5x}"
+NAME=clinical-t5x
 MAX_REQUEUES=20 SIGNAL_LEAD=300
 LOG_DIR="$HOME/clinical_t5x_logs/slurm"
 JOB_ID="" LINES=100 DRY_RUN=0
