@@ -1,6 +1,6 @@
-"""gin/partitioning presets: valid for every variant's batch, bound by the built-in trainer's
-gin, and their mesh shapes train (scaled down to the 8 forced CPU devices) exactly like one
-device does."""
+"""gin/partitioning presets (TPU slices and GPU clusters): valid for every variant's batch,
+within the memory the estimate allows, bound by the built-in trainer's gin, and their mesh
+shapes train (scaled down to the 8 forced CPU devices) exactly like one device does."""
 from __future__ import annotations
 
 import importlib.util
@@ -28,23 +28,25 @@ def _load_preset_table():
 
 
 preset_table = _load_preset_table()
-PRESETS = sorted(preset_table.SLICES)
+PRESETS = sorted([*preset_table.SLICES, *preset_table.GPU_CLUSTERS])
 
 
-def test_one_preset_per_documented_slice():
+def test_one_preset_per_documented_slice_and_gpu_cluster():
     assert sorted(p.stem for p in (GIN / "partitioning").glob("*.gin")) == PRESETS
-    assert PRESETS == sorted(["v3-8", "v4-8", "v4-32", "v4-128", "v5e-16", "v5e-64", "v5p-32"])
+    assert sorted(preset_table.SLICES) == sorted(
+        ["v3-8", "v4-8", "v4-32", "v4-128", "v5e-16", "v5e-64", "v5p-32"])
+    assert sorted(preset_table.GPU_CLUSTERS) == ["gpu-4x8x80g", "gpu-8x48g", "gpu-8x80g"]
 
 
 @pytest.mark.parametrize("name", PRESETS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_preset_divides_every_variant_batch(name, variant):
     """data x model covers the slice; each microbatch splits evenly over the data axis."""
-    devices = preset_table.SLICES[name].devices
+    devices = preset_table.devices(name)
     model_axis, microbatches = preset_table.preset(name)
     assert devices % model_axis == 0
     data = devices // model_axis
-    batch = int(preset_table.gin_values(f"gin/variants/{variant}.gin")["BATCH_SIZE"])
+    batch = int(preset_table.gin_values(f"variants/{variant}.gin")["BATCH_SIZE"])
     assert batch % microbatches == 0 and (batch // microbatches) % data == 0
 
 
@@ -56,9 +58,41 @@ def test_estimates_fit_the_slices_memory():
             assert model.hbm_gib(m, s.devices // m, mb) < 0.85 * s.hbm_gib, name
 
 
+def test_gpu_estimates_fit_jaxs_share_of_the_gpu():
+    base, large = (preset_table.Model.from_variant(v) for v in ("base", "large"))
+    for name, c in preset_table.GPU_CLUSTERS.items():
+        m, mb = preset_table.preset(name)
+        budget = preset_table.GPU_MEMORY_FRACTION * c.hbm_gib
+        for model in (base, large):
+            assert model.hbm_gib(m, c.devices // m, mb, preset_table.remat(name)) < budget, name
+
+
+def test_gpu_presets_rematerialise_exactly_where_the_estimate_needs_it():
+    """Remat costs a second forward pass: on only when the estimate without it does not fit."""
+    base, large = (preset_table.Model.from_variant(v) for v in ("base", "large"))
+    for name, c in preset_table.GPU_CLUSTERS.items():
+        m, mb = preset_table.preset(name)
+        needed = max(model.hbm_gib(m, c.devices // m, mb) for model in (base, large))
+        assert preset_table.remat(name) == (
+            needed >= preset_table.GPU_MEMORY_FRACTION * c.hbm_gib), name
+
+
+def test_remat_estimate_keeps_layer_inputs_plus_one_layer():
+    """Hand-computed for a 2-layer model: inputs of every layer + the larger layer + logits."""
+    model = preset_table.Model(d=8, f=16, h=2, layers=2, vocab=32, batch=4)
+    li, lt = preset_table.INPUTS_LENGTH, preset_table.TARGETS_LENGTH
+    enc = li * (8 * 8 + (2 * 16 + 2 * 2 * li)) * 2
+    dec = lt * (12 * 8 + (2 * 16 + 2 * 2 * (li + lt))) * 2
+    logits = lt * 32 * 8
+    assert model.activation_bytes(1) == 2 * (enc + dec) + logits
+    assert model.activation_bytes(1, remat=True) == (li + lt) * 2 * 8 * 2 + max(enc, dec) + logits
+    assert model.hbm_gib(1, 1, 1, remat=True) < model.hbm_gib(1, 1, 1)
+
+
 def test_docs_table_is_the_scripts_output():
-    for doc in (ROOT / "docs" / "tpu.md", ROOT / "README.md"):
+    for doc in (ROOT / "docs" / "tpu.md", ROOT / "README.md", ROOT / "docs" / "gpu.md"):
         assert preset_table.table() in doc.read_text(), doc
+    assert preset_table.gpu_table() in (ROOT / "docs" / "gpu.md").read_text()
 
 
 @pytest.fixture
@@ -74,13 +108,14 @@ def test_builtin_trainer_gin_binds_the_preset(clean_gin, name):
     from clinical_t5x.train import trainer as train
 
     train.configure_gin(["gin/builtin/large.gin", f"gin/partitioning/{name}.gin"],
-                        ["MODEL_DIR = '/unused'"], [str(ROOT)])
+                        ["MODEL_DIR = '/unused'"], [str(GIN)])
     model_axis, microbatches = preset_table.preset(name)
     # Scaled down: the preset's model axis, the data axis over what 8 CPU devices leave.
     partitioner = Partitioner()
     assert dict(partitioner.mesh.shape) == {"data": 8 // model_axis, "model": model_axis}
     assert gin.query_parameter("NUM_MICROBATCHES/macro.value") == (
         None if microbatches == 1 else microbatches)
+    assert network.T5Config().remat == preset_table.remat(name)
 
 
 TINY = network.T5Config(vocab_size=128, emb_dim=32, num_heads=4, head_dim=8, mlp_dim=64,
@@ -131,6 +166,6 @@ def test_preset_meshes_train_alike():
 def test_every_preset_names_its_mesh_in_its_header():
     for name in PRESETS:
         m, mb = preset_table.preset(name)
-        data = preset_table.SLICES[name].devices // m
+        data = preset_table.devices(name) // m
         text = (GIN / "partitioning" / f"{name}.gin").read_text()
         assert re.search(rf"Mesh data {data} x model {m};", text), name

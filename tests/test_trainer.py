@@ -130,20 +130,47 @@ def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cach
     assert len(set(expected.values())) > 1
 
 
-def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def _free_port(low: int = 1024, high: int = 65535) -> int:
+    """A port nothing listens on, in [low, high]."""
+    for port in np.random.default_rng().permutation(np.arange(low, high + 1)).tolist():
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{high}")
+
+
+def _explicit_env(process: int, port: int) -> dict[str, str]:
+    return {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(process)}
+
+
+def _slurm_env(process: int, port: int) -> dict[str, str]:
+    """What srun gives each task of a 2-task step on one node (launch/slurm.sh); JAX's Slurm
+    detection derives the coordinator port from the job id: 61440 + id % 4096."""
+    return {"SLURM_JOB_ID": str(port - 61440 + 4096 * 7),
+            "SLURM_JOB_NODELIST": "localhost", "SLURM_STEP_NODELIST": "localhost",
+            "SLURM_NTASKS": "2", "SLURM_PROCID": str(process), "SLURM_LOCALID": str(process),
+            "SLURM_NODEID": "0"}
+
+
+@pytest.mark.parametrize("launcher", [
+    pytest.param(_explicit_env, id="explicit"),
+    pytest.param(_slurm_env, id="slurm", marks=pytest.mark.slow),
+])
+def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, launcher):
+    port = _free_port(61440)  # in the range JAX's Slurm detection picks from
     model_dir = tmp_path / "model"
     procs = [
-        _start(model_dir, _env(cache_dir, devices=1, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                               JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i),
-                               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"),
+        _start(model_dir, _env(cache_dir, devices=1, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+                               **launcher(i, port)),
                "--gin.CHECKPOINT_PERIOD=5")
         for i in range(2)
     ]
     for proc in procs:
-        assert _wait(proc) == 0
+        assert _wait(proc, timeout=900) == 0  # three trainers start slowly on a busy machine
     both = _losses(model_dir)
     expected = reference()
     # Same mesh (2 data shards) and same global batches: the losses agree to the last bit.
