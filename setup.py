@@ -23,6 +23,8 @@ INSTALL_REQUIRES = [
     "protobuf==7.36.2",
     "safetensors",
     "tqdm",
+    # The audit's plots (ROC curves, exposure against repeats).
+    "matplotlib==3.11.2",
     # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
     "transformers==5.24.0",
 ]

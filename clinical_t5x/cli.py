@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("clinical_t5x.hf.convert:export_main", "t5x-layout checkpoint -> Hugging Face folder"),
     "import-hf": ("clinical_t5x.hf.convert:import_main", "Hugging Face T5 folder -> checkpoint"),
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
+    "audit": ("clinical_t5x.audit.cli:main", "canary exposure, membership inference, extraction"),
 }
 
 
