@@ -22,7 +22,7 @@ from clinical_t5x.model.partitioning import Partitioner
 from clinical_t5x.train import checkpoint_formats
 
 Ids = Sequence[int]
-_LENGTH_QUANTUM = 32  # padded lengths are multiples of this: few shapes, little padding
+_LENGTH_QUANTUM = 16  # padded lengths are multiples of this: few shapes, little padding
 
 
 def _bucket(length: int) -> int:
@@ -98,11 +98,12 @@ class Scorer:
                       progress: Callable[[int], Any] | None = None) -> list[list[int]]:
         """Greedy generations (ids, no start token, cut at EOS) of at most `max_length` tokens."""
         out: list[list[int]] = [[] for _ in inputs]
+        length = _bucket(max(map(len, inputs), default=1))  # one shape per call: decoding compiles slowly
         params = self.params
         with self.partitioner.activation_context():
             for start in self._batches(len(inputs)):
                 rows = inputs[start:start + self.batch_size]
-                encoded = jax.device_put(_pad(rows, _bucket(max(map(len, rows))), self.batch_size),
+                encoded = jax.device_put(_pad(rows, length, self.batch_size),
                                          self.partitioner.data_sharding)
                 generated = np.asarray(jax.device_get(
                     network.greedy_decode(self.model, params, encoded, max_length)))
