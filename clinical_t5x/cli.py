@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
     "contamination": ("clinical_t5x.data.contamination:main",
                       "downstream examples sharing a 13-word n-gram with prepared shards (ids only)"),
+    "audit": ("clinical_t5x.audit.cli:main", "canary exposure, membership inference, extraction"),
 }
 
 

@@ -224,3 +224,12 @@ def test_a_failing_worker_process_raises_instead_of_hanging(tmp_path):
             pool.finish()
     finally:
         pool.abort()
+
+
+def test_canaries_keep_the_accounting(tmp_path):
+    manifest = prepare.run(mimic3_fixture(tmp_path), mimic4_fixture(tmp_path), out=tmp_path / "out",
+                           validation_fraction=0.0, canaries=2, canary_repeats=(3,), progress=False)
+    assert manifest["rows_read"] == 16 == kept_total(manifest) + sum(manifest["dropped"].values())
+    assert manifest["canaries"]["insertions"] == 6
+    assert sum(m["bytes"] for m in manifest["kept"]["train"].values()) == sum(
+        len(r["text"].encode()) for r in all_records(tmp_path / "out"))

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from clinical_t5x import owner_only
 
-from clinical_t5x.data import exclusion, first_pass, shards
+from clinical_t5x.data import canaries as canary_notes, exclusion, first_pass, shards
 from clinical_t5x.data.exclusion import load_subject_ids
 from clinical_t5x.data.first_pass import ChunkDrops, Decisions, Scan, ScanPlan
 from clinical_t5x.data.near_dedup import NearOptions
@@ -245,6 +245,7 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; use --overwrite to replace a previous output")
         (out / MANIFEST).unlink(missing_ok=True)  # first: a half-replaced OUT must look unfinished
+        (out / canary_notes.FILE).unlink(missing_ok=True)
         for split in shards.SPLITS:
             shutil.rmtree(out / split, ignore_errors=True)
     owner_only.make_dir(out)
@@ -351,7 +352,8 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         workers: int = 1, typed_mimic4: bool = False, overwrite: bool = False,
         progress: bool = True, chunk_bytes: int = CHUNK_BYTES, dedup: str = "exact",
         near: NearOptions = NearOptions(), exclude_downstream: str | Path | None = None,
-        dedup_lines: float | None = None) -> dict:
+        dedup_lines: float | None = None, canaries: int = 0,
+        canary_repeats: Sequence[int] = canary_notes.DEFAULT_REPEATS, canary_seed: int = 0) -> dict:
     """Prepares MIMIC-III and/or MIMIC-IV notes into `out`; returns the manifest it wrote.
 
     `exclude_subjects` is a file of ids (one per line) or the ids themselves. `dedup`:
@@ -361,7 +363,8 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
     in more than that fraction of notes (`clinical_t5x.data.boilerplate`). Raises before
     writing anything on a missing file, a missing column or a non-empty `out` (without
     `overwrite`); bad rows are dropped and counted, never raised. `chunk_bytes` is the unit
-    of work handed to a worker (tests make it small to exercise many chunks).
+    of work handed to a worker (tests make it small to exercise many chunks). `canaries` > 0
+    plants that many secrets in training notes (`clinical_t5x.data.canaries`).
     """
     if not 0.0 <= validation_fraction <= 1.0:
         raise ValueError(f"validation_fraction must be in [0, 1], got {validation_fraction}")
@@ -369,6 +372,8 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
         raise ValueError(f"dedup_lines must be in (0, 1), got {dedup_lines}")
     if num_shards < 1 or validation_shards < 1 or workers < 1:
         raise ValueError("num_shards, validation_shards and workers must be >= 1")
+    if canaries < 0:
+        raise ValueError(f"canaries must be >= 0, got {canaries}")
     started = time.monotonic()
     found = _inputs(mimic3, mimic4_dir)
     downstream = None if exclude_downstream is None else exclusion.load(exclude_downstream)
@@ -410,6 +415,8 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
     }
     manifest = _manifest(config, inputs, results, options, time.monotonic() - started)
     manifest.update(_cross_row_report(manifest, results, decisions, downstream))
+    if canaries:
+        canary_notes.plant(out, manifest, canaries, canary_repeats, canary_seed)
     _write_json_private(out / MANIFEST, manifest)
     return manifest
 
@@ -469,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--exclude-downstream", type=Path, metavar="DIR",
                         help="drop every patient of the CLIP/RadQA notes or subject_ids.csv in DIR, and the "
                              "MIMIC-IV patients holding copies of those notes")
+    parser.add_argument("--canaries", type=int, default=0,
+                        help="plant N synthetic secrets in training notes, listed in OUT/canaries.json "
+                             "(for `clinical-t5x audit`; default 0: none)")
+    parser.add_argument("--canary-repeats", type=canary_notes.parse_repeats, default=canary_notes.DEFAULT_REPEATS,
+                        help="distinct notes per canary, cycled over the canaries (default 1,4,16,64)")
+    parser.add_argument("--canary-seed", type=int, default=0, help="seed of the secrets and their notes")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous output in OUT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -483,7 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                        validation_shards=args.validation_shards, workers=args.workers,
                        typed_mimic4=args.typed_mimic4, overwrite=args.overwrite,
                        progress=not args.no_progress, dedup=args.dedup, near=near,
-                       exclude_downstream=args.exclude_downstream, dedup_lines=args.dedup_lines)
+                       exclude_downstream=args.exclude_downstream, dedup_lines=args.dedup_lines,
+                       canaries=args.canaries, canary_repeats=args.canary_repeats,
+                       canary_seed=args.canary_seed)
     except (OSError, ValueError) as e:  # bad inputs or OUT: messages name files, never text
         print(f"clinical-t5x prepare: error: {e}", file=sys.stderr)
         return 2

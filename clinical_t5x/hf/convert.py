@@ -116,6 +116,19 @@ def dims_from_t5x(shapes: Mapping[str, tuple[tuple[int, ...], Any]]) -> Dims:
     )
 
 
+def network_config(dims: Dims) -> Any:
+    """The `network.T5Config` (dropout off) of a checkpoint's sizes: what running a checkpoint
+    needs when its gin is not at hand (fill-in checks, `clinical-t5x audit`)."""
+    from clinical_t5x.model import network  # JAX: only for callers that run the model
+
+    return network.T5Config(
+        vocab_size=dims.vocab_size, emb_dim=dims.d_model, num_heads=dims.num_heads,
+        num_encoder_layers=dims.num_layers, num_decoder_layers=dims.num_decoder_layers,
+        head_dim=dims.d_kv, mlp_dim=dims.d_ff,
+        mlp_activations=("gelu", "linear") if dims.gated else ("relu",),
+        dropout_rate=0.0, logits_via_embedding=dims.tied)
+
+
 def dims_from_hf(config: Mapping[str, Any]) -> Dims:
     """Read the sizes off an HF T5 config.json (absent keys take T5Config's defaults, which is
     how t5-base's old config omits `feed_forward_proj` and `tie_word_embeddings`)."""

@@ -140,13 +140,7 @@ def jax_logits(checkpoint: str | os.PathLike, encoder_input_tokens: np.ndarray,
     from clinical_t5x.model import network
 
     reader = checkpoint_formats.ParamReader(checkpoint)
-    dims = hf.dims_from_t5x(reader.shapes)
-    config = network.T5Config(
-        vocab_size=dims.vocab_size, emb_dim=dims.d_model, num_heads=dims.num_heads,
-        num_encoder_layers=dims.num_layers, num_decoder_layers=dims.num_decoder_layers,
-        head_dim=dims.d_kv, mlp_dim=dims.d_ff,
-        mlp_activations=("gelu", "linear") if dims.gated else ("relu",),
-        dropout_rate=0.0, logits_via_embedding=dims.tied)
+    config = hf.network_config(hf.dims_from_t5x(reader.shapes))
     params = checkpoint_formats.unflatten(dict(reader))
     logits = network.Transformer(config).apply(
         {"params": params}, encoder_input_tokens, _shift_right(decoder_target_tokens),

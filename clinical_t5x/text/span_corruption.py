@@ -16,7 +16,7 @@ chunks of a group are corrupted at once as one matrix.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import seqio
@@ -169,6 +169,19 @@ def _corrupt_rows(rows: tf.Tensor, seeds: tuple, sentinels: tf.Tensor,
     targets = tf.boolean_mask(tf.where(is_noise, rows, sentinel), is_noise | starts_span)
     return (tf.reshape(inputs, [num_rows, length - num_noise + num_spans]),
             tf.reshape(targets, [num_rows, num_noise + num_spans]))
+
+
+def corrupt_matrix(rows: np.ndarray, seed: int, stream: int, sentinels: Sequence[int],
+                   noise_density: float = 0.15, mean_noise_span_length: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+    """Span-corrupts each row of a [rows, length] id matrix (numpy in and out, no EOS), with the
+    task's own masking: for scoring chunks of notes the way the model saw them in training.
+    (`seed`, `stream`) fixes the masks, so a score is reproducible."""
+    rows = np.asarray(rows, np.int32)
+    counts = _count_table(rows.shape[1], noise_density, mean_noise_span_length)
+    seeds = (tf.constant([seed, 2 * stream]), tf.constant([seed, 2 * stream + 1]))
+    inputs, targets = _corrupt_rows(tf.constant(rows), seeds, tf.constant(list(sentinels), tf.int32),
+                                    tf.constant(counts))
+    return inputs.numpy(), targets.numpy()
 
 
 @seqio.map_over_dataset(num_seeds=4)
