@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("clinical_t5x.train.trainer:main", "train with the built-in JAX trainer (t5x flags)"),
     "export": ("clinical_t5x.hf.convert:export_main", "t5x-layout checkpoint -> Hugging Face folder"),
     "import-hf": ("clinical_t5x.hf.convert:import_main", "Hugging Face T5 folder -> checkpoint"),
+    "check-downstream": ("clinical_t5x.data.downstream:main", "check MedNLI/RadQA/CLIP files, count records"),
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
 }
 

@@ -7,7 +7,9 @@ Importing registers, touching no file:
 - `mimic_span_corruption`: their mixture, rates proportional to each source's train bytes in
   the prepared manifest (read when the mixture is first used);
 - `synthetic_span_corruption`: all sources of the built-in synthetic corpus, which is built in
-  `$CLINICAL_T5X_CACHE` on first use, with its own vocabulary.
+  `$CLINICAL_T5X_CACHE` on first use, with its own vocabulary;
+- the downstream benchmarks `mednli`, `radqa`, `clip` and their `_frac{1,5,10,25}` label
+  subsets (see `clinical_t5x.tasks.downstream`).
 
 The MIMIC tasks' vocabulary is the one gin's `VOCABULARY` macro names (see `vocabulary_for`).
 Features `inputs` and `targets` end with EOS, as `seqio.EncDecFeatureConverter` and t5x expect.
@@ -20,7 +22,7 @@ import seqio
 
 from clinical_t5x.text import span_corruption
 from clinical_t5x.data import synthetic_default
-from clinical_t5x.tasks import sources
+from clinical_t5x.tasks import downstream, sources
 from clinical_t5x.tasks.sources import data_dir
 from clinical_t5x.tasks.vocabularies import LazyVocabulary, vocabulary_for
 
@@ -62,3 +64,4 @@ def _register() -> None:
 
 
 _register()
+downstream.register()

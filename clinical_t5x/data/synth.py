@@ -465,7 +465,9 @@ def synthetic_notes(n: int, seed: int, style: str = "mimic3") -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="clinical-t5x synth", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="output folder (created owner-only)")
+    parser.add_argument("--out", help="output folder for the note files (created owner-only)")
+    parser.add_argument("--downstream", metavar="OUT",
+                        help="write synthetic MedNLI, RadQA and CLIP folders under OUT instead")
     parser.add_argument(
         "--notes", type=int, default=1000, help="MIMIC-III rows (MIMIC-IV: 1/8 + 1/4 of that)"
     )
@@ -473,6 +475,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.notes < 1:
         parser.error(f"--notes must be >= 1, got {args.notes}")
+    if (args.out is None) == (args.downstream is None):
+        parser.error("give exactly one of --out (note files) and --downstream (benchmark files)")
+    if args.downstream is not None:
+        from clinical_t5x.data import synth_downstream  # imports this module
+        for name, folder in synth_downstream.write_downstream(args.downstream, args.seed).items():
+            print(f"{name}: {folder}")
+        return 0
     paths = write_synthetic(args.out, args.notes, args.seed, progress=True)
     for source, path in paths.items():
         print(f"{source}: {path} ({path.stat().st_size} bytes)")

@@ -1,0 +1,1 @@
+"""Stage 6, is it any good: the downstream benchmarks' metrics (MedNLI, RadQA, CLIP)."""
