@@ -25,6 +25,8 @@ INSTALL_REQUIRES = [
     "tqdm",
     # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
     "transformers==5.24.0",
+    # The data-efficiency plot of `clinical-t5x finetune --fractions`.
+    "matplotlib==3.11.2",
 ]
 
 # torch runs the exported Hugging Face model (the demo's fill-in, the export tests).
