@@ -1,0 +1,88 @@
+"""`clinical-t5x finetune`: the whole built-in flow on synthetic MedNLI, and its refusals."""
+import json
+
+import gin
+import jax
+import pytest
+from flax import linen as nn
+
+from clinical_t5x import cli
+from clinical_t5x.data import synth_downstream
+from clinical_t5x.eval import finetune
+from clinical_t5x.model import network
+from clinical_t5x.text import vocab, vocab_build
+from clinical_t5x.train import checkpoint_formats
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory):
+    return vocab_build.build_synthetic_vocab(tmp_path_factory.mktemp("vocab"), vocab_size=500)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("downstream")
+    synth_downstream.write_downstream(out, seed=0, sizes={"mednli": (32, 8, 8)})
+    return out
+
+
+def write_checkpoint(out, vocab_size: int):
+    config = network.T5Config(vocab_size=vocab_size, emb_dim=32, num_heads=2, head_dim=16,
+                              mlp_dim=64, num_encoder_layers=1, num_decoder_layers=1,
+                              mlp_activations=("gelu", "linear"))
+    params = nn.unbox(network.init_params(network.Transformer(config), jax.random.PRNGKey(0)))
+    checkpoint_formats.write_params_checkpoint(jax.device_get(params), out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def clean_gin(monkeypatch):
+    monkeypatch.delenv("CLINICAL_T5X_MEDNLI_DIR", raising=False)
+    yield
+    gin.clear_config()
+
+
+def test_cli_runs_train_best_on_validation_and_test_then_resumes(tmp_path, vocab_dir, data_dir,
+                                                                 capsys):
+    init = write_checkpoint(tmp_path / "init", vocab.load(vocab_dir).model_vocab_size)
+    argv = ["finetune", "mednli", "--init", str(init), "--vocab", str(vocab_dir),
+            "--data", str(data_dir), "--out", str(tmp_path / "out"), "--seeds", "7",
+            "--steps", "2", "--eval_every", "1", "--batch_size", "8",
+            "--decode_batch_size", "8"]
+    assert cli.main(argv) == 0
+    run = json.loads((tmp_path / "out" / "runs" / "100pct_seed7" / "result.json").read_text())
+    assert run["best_step"] in (1, 2) and run["seed"] == 7
+    assert set(run["test"]) == {"accuracy", "macro_f1"}
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert record["test"]["100"]["accuracy"]["mean"] == run["test"]["accuracy"]
+    assert "| accuracy |" in (tmp_path / "out" / "results.md").read_text()
+    capsys.readouterr()
+    assert cli.main(argv) == 0  # every run finished: nothing is trained again
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_a_vocabulary_larger_than_the_checkpoint_stops_before_training(tmp_path, vocab_dir,
+                                                                       data_dir, capsys):
+    init = write_checkpoint(tmp_path / "init", 128)
+    code = finetune.main(["mednli", "--init", str(init), "--vocab", str(vocab_dir),
+                          "--data", str(data_dir), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("clinical-t5x finetune: vocabulary mismatch:")
+    assert "128 embedding rows" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, percents", [([], [100]), (["--fraction", "0.05"], [5]),
+                                             (["--fractions", "25", "1", "100"], [1, 25, 100])])
+def test_label_fractions(flags, percents):
+    args = finetune.parse_args(["clip", "--init", "i", "--vocab", "v", "--data", "d",
+                                "--out", "o", *flags])
+    assert args.percents == percents
+
+
+def test_unknown_fraction_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["clip", "--init", "i", "--vocab", "v", "--data", "d", "--out", "o",
+                             "--fraction", "0.07"])
+    assert "--fraction 0.07" in capsys.readouterr().err
