@@ -60,11 +60,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--decode_batch_size", type=int, default=32,
                         help="rows decoded at once in evaluation")
     parser.add_argument("--gin_file", action="append", default=[],
-                        help="extra gin file read after the task's; repeatable")
+                        help="builtin: extra gin file read after the task's; t5x: the model "
+                             "gin of the checkpoint's architecture (required), read first")
     gin_style = [a[len("--gin."):] for a in argv if a.startswith("--gin.") and "=" in a]
     args = parser.parse_args([a for a in argv if not (a.startswith("--gin.") and "=" in a)])
     args.gin_bindings = gin_style
     args.percents = _percents(parser, args)
+    if args.engine == "t5x" and not args.gin_file:
+        parser.error("--engine t5x needs the model's gin, e.g. "
+                     "--gin_file=t5x/examples/t5/t5_1_0/base.gin")
     return args
 
 
@@ -167,9 +171,9 @@ def run_t5x(args: argparse.Namespace, percent: int, seed: int, model_dir: Path,
     root = trainer.default_gin_search_paths()[0]
     name = downstream.task_name(args.task, percent)
     common = [f"--gin.MIXTURE_OR_TASK_NAME={name!r}", f"--gin.VOCABULARY={args.vocab!r}",
-              *[f"--gin_file={f}" for f in args.gin_file],
               *[f"--gin.{b}" for b in args.gin_bindings]]
-    train_flags = [f"--gin_file=gin/finetune_{args.task}.gin",
+    train_flags = [*[f"--gin_file={f}" for f in args.gin_file],
+                   f"--gin_file=gin/finetune_{args.task}.gin",
                    f"--gin.MODEL_DIR={str(model_dir)!r}", f"--gin.INIT_CHECKPOINT={args.init!r}",
                    f"--gin.RANDOM_SEED={seed}", f"--gin.DATA_SEED={seed}"]
     for flag, macro in (("steps", "TRAIN_STEPS"), ("eval_every", "EVAL_PERIOD"),
@@ -185,8 +189,9 @@ def run_t5x(args: argparse.Namespace, percent: int, seed: int, model_dir: Path,
     if step is None:
         raise RuntimeError(f"{model_dir}: t5x wrote no validation metrics")
     test_dir = model_dir / "test_eval"
-    _t5x("t5x.eval", [f"--gin_file=gin/finetune_{args.task}_test.gin",
-                      f"--gin.CHECKPOINT_PATH={str(checkpoint_formats.resolve_step_dir(model_dir / f'checkpoint_{step}'))!r}",
+    best_dir = str(checkpoint_formats.resolve_step_dir(model_dir / f"checkpoint_{step}"))
+    _t5x("t5x.eval", [*[f"--gin_file={f}" for f in args.gin_file],
+                      "--gin_file=gin/finetune_test.gin", f"--gin.CHECKPOINT_PATH={best_dir!r}",
                       f"--gin.EVAL_OUTPUT_DIR={str(test_dir)!r}", *common], root)
     test = _t5x_metrics(test_dir)
     return {"best_step": step, "validation": validation[step],
