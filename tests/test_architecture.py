@@ -26,7 +26,7 @@ def test_config_fields_rebuild_the_config_that_made_the_tree(flavour):
                               num_encoder_layers=3, num_decoder_layers=2, **flavour)
     fields = architecture.config_fields(shapes_of(config))
     assert network.T5Config(dropout_rate=config.dropout_rate, **fields) == config
-    assert f"network.T5Config.num_heads = 3" in architecture.gin_bindings(fields)
+    assert "network.T5Config.num_heads = 3" in architecture.gin_bindings(fields)
 
 
 class FakeVocabulary:
