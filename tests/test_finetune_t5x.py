@@ -53,11 +53,13 @@ def test_finetune_gin_resolves_to_the_paper_recipe(task, inputs):
     got = probe("train", "train", [MODEL_GIN, f"gin/finetune_{task}.gin"],
                 ["INIT_CHECKPOINT='/init/checkpoint_0'", "VOCABULARY='t5'", "MODEL_DIR='/m'"],
                 ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "DROPOUT_RATE",
-                 "USE_CACHED_TASKS", "INITIAL_CHECKPOINT_PATH", "EVAL_PERIOD"])
+                 "USE_CACHED_TASKS", "INITIAL_CHECKPOINT_PATH", "INIT_CHECKPOINT"])
     assert got["MIXTURE_OR_TASK_NAME"] == task
     assert got["TASK_FEATURE_LENGTHS"]["inputs"] == inputs
     assert got["DROPOUT_RATE"] == 0.1 and got["USE_CACHED_TASKS"] is False
-    assert got["INITIAL_CHECKPOINT_PATH"] == "/init/checkpoint_0"
+    # t5x's finetune.gin restores INITIAL_CHECKPOINT_PATH: the project's INIT_CHECKPOINT.
+    assert "INIT_CHECKPOINT" in got["INITIAL_CHECKPOINT_PATH"]
+    assert got["INIT_CHECKPOINT"] == "/init/checkpoint_0"
     assert got["lr"]["factors"] == "constant" and got["lr"]["base_learning_rate"] == 1e-4
     assert "param_states" in got["restore"]["assignment_map"]
 
