@@ -90,9 +90,9 @@ def test_unknown_fraction_is_a_usage_error(capsys):
 
 # Fine-tuning the demo-sized model (gin/builtin/tiny.gin sizes, random initialisation) on the
 # synthetic files: the test accuracy must beat always answering the most frequent train label
-# by MARGIN points. Measured on 2 shared CPU cores (see MEASURED) before the margin was set.
+# (synthetic MedNLI: 30.8% accuracy) by MARGIN points. The fine-tuned figure is NOT MEASURED
+# yet (no complete run so far): measure, record it here, and set the margin from it.
 QUALITY_STEPS = 120
-MEASURED = {"mednli": None}
 MARGIN = {"mednli": 10.0}
 
 
