@@ -90,9 +90,12 @@ def test_unknown_fraction_is_a_usage_error(capsys):
 
 # Fine-tuning the demo-sized model (gin/builtin/tiny.gin sizes, random initialisation) on the
 # synthetic files: the test accuracy must beat always answering the most frequent train label
-# (synthetic MedNLI: 30.8% accuracy) by MARGIN points. The fine-tuned figure is NOT MEASURED
-# yet (no complete run so far): measure, record it here, and set the margin from it.
-QUALITY_STEPS = 120
+# (synthetic MedNLI: 30.8% accuracy) by MARGIN points. Measured: 120 steps at the paper's
+# constant 1e-4 from random initialisation with 8 target tokens gave 0.0% (labels split into
+# up to 8 pieces of the synthetic vocabulary were cut, and outputs were still garbage). The
+# setting below (300 steps, 1e-3, 16 target tokens) is NOT MEASURED yet: measure, record the
+# figure here, and set the margin from it.
+QUALITY_STEPS = 300
 MARGIN = {"mednli": 10.0}
 
 
@@ -113,8 +116,9 @@ def test_tiny_model_beats_the_majority_baseline(tmp_path, task):
     checkpoint_formats.write_params_checkpoint(jax.device_get(params), tmp_path / "init")
     assert finetune.main([task, "--init", str(tmp_path / "init"), "--vocab", str(vocab_dir),
                           "--data", str(data), "--out", str(tmp_path / "out"), "--seeds", "1",
-                          "--steps", str(QUALITY_STEPS), "--eval_every", "60",
-                          "--batch_size", "16"]) == 0
+                          "--steps", str(QUALITY_STEPS), "--eval_every", "100",
+                          "--batch_size", "16", "--gin.LEARNING_RATE=1e-3",
+                          "--gin.TASK_FEATURE_LENGTHS={'inputs': 256, 'targets': 16}"]) == 0
     run = json.loads((tmp_path / "out" / "runs" / "100pct_seed1" / "result.json").read_text())
     vocabulary = vocab.load(vocab_dir)
     targets = {split: [ex["targets"] for ex in downstream.build_examples(
