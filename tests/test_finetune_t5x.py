@@ -31,7 +31,10 @@ from t5x.{module} import _DEFAULT_GIN_SEARCH_PATHS
 files, bindings = json.loads(sys.argv[1])
 gin_utils.parse_gin_flags(_DEFAULT_GIN_SEARCH_PATHS, files, bindings)
 got = {{m: gin.query_parameter("%" + m) for m in json.loads(sys.argv[2])}}
-got["lr"] = gin.get_bindings(utils.create_learning_rate_scheduler)
+try:  # a training config only (t5x's eval config has no schedule)
+    got["lr"] = gin.get_bindings(utils.create_learning_rate_scheduler)
+except ValueError:
+    got["lr"] = None
 got["restore"] = {{k: str(v) for k, v in gin.get_bindings(utils.RestoreCheckpointConfig).items()}}
 print("PROBE" + json.dumps(got, default=str))
 """
