@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
     "tqdm",
     # MinHash + LSH for `prepare --dedup near` (Rust; scipy, already here, clusters the pairs).
     "rensa==0.5.0",
-    # The audit's plots (ROC curves, exposure against repeats).
+    # Plots: the audit's ROC and exposure curves, finetune's data-efficiency curve.
     "matplotlib==3.11.2",
     # Builds the Hugging Face tokenizer files of every vocabulary folder (no torch needed).
     "transformers==5.24.0",

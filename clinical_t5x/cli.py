@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("clinical_t5x.hf.convert:export_main", "t5x-layout checkpoint -> Hugging Face folder"),
     "import-hf": ("clinical_t5x.hf.convert:import_main", "Hugging Face T5 folder -> checkpoint"),
     "check-downstream": ("clinical_t5x.data.downstream:main", "check MedNLI/RadQA/CLIP files, count records"),
+    "finetune": ("clinical_t5x.eval.finetune:main", "fine-tune + evaluate on MedNLI, RadQA or CLIP"),
     "demo": ("clinical_t5x.demo:main", "the whole flow on the built-in synthetic default"),
     "contamination": ("clinical_t5x.data.contamination:main",
                       "downstream examples sharing a 13-word n-gram with prepared shards (ids only)"),

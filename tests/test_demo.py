@@ -88,3 +88,15 @@ def test_fill_in_without_torch_says_how_to_install_it(demo_run, monkeypatch, cap
     monkeypatch.setattr(demo, "torch_available", lambda: False)
     assert demo.show_fill_in(out / "hf", out / "model", seed=0) is None
     assert demo.HF_INSTALL_HINT in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_finetune_stage_scores_the_demo_model_on_synthetic_mednli(demo_run):
+    out, done, _ = demo_run
+    try:
+        table = demo.finetune_stage(out, done["vocab"], "mednli", steps=2, seed=0)
+    finally:
+        gin.clear_config()
+    assert table == out / "finetune_mednli" / "results.md"
+    assert "| accuracy |" in table.read_text()
+    assert (out / "downstream" / "mednli" / "mli_test_v1.jsonl").is_file()

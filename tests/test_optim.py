@@ -61,3 +61,14 @@ def test_gin_configures_warmup():
         assert float(optim.current_learning_rate(state)) == pytest.approx(1 / 200)
     finally:
         gin.clear_config()
+
+
+def test_constant_schedule_keeps_the_base_rate_at_every_step():
+    opt = optim.make_optimizer(base_learning_rate=1e-4, warmup_steps=100, schedule="constant")
+    params = {"w": jnp.ones(3)}
+    state = opt.init(params)
+    for _ in range(3):
+        _, state = opt.update({"w": jnp.ones(3)}, state, params)
+        assert float(optim.current_learning_rate(state)) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="schedule"):
+        optim.make_optimizer(schedule="cosine")

@@ -387,7 +387,7 @@ class Transformer(nn.Module):
                  decode: bool = False) -> Array:
         if decode:
             raise NotImplementedError(
-                "no autoregressive cache: use network.greedy_decode for generation")
+                "no decode=True path: generate with decoding.greedy_decode (key/value cache)")
         encoded = self.encode(encoder_input_tokens, encoder_segment_ids, enable_dropout)
         return self.decode(encoded, encoder_input_tokens, decoder_input_tokens,
                            decoder_target_tokens, encoder_segment_ids, decoder_segment_ids,
@@ -408,8 +408,8 @@ def greedy_decode(model: Transformer, params: Any, encoder_input_tokens: Array,
     """Greedy generation without a KV cache: each step re-runs the decoder on the prefix.
 
     Returns [batch, max_decode_length] generated ids (no start token); after EOS a row is
-    padded with 0, as Hugging Face's `generate` does. Costs O(length^2) decoder work, which is
-    fine for checks and short outputs, not for serving.
+    padded with 0, as Hugging Face's `generate` does. Costs O(length^2) decoder work: the
+    reference that `decoding.greedy_decode` (cached, one token per step) must match.
     """
     variables = {"params": params}
     encoded = model.apply(variables, encoder_input_tokens, enable_dropout=False,

@@ -1,0 +1,148 @@
+"""Greedy generation with a key/value cache: the decoder runs one token per step.
+
+`network.greedy_decode` re-runs the whole decoder on the prefix for every new token (quadratic
+work, kept as the reference). Here the encoder runs once, each decoder layer's cross-attention
+keys and values are projected once from the encoder states, and self-attention keeps the keys
+and values of the tokens generated so far in a fixed-size cache, so a step costs one token's
+worth of decoder work. The loop stops as soon as every row has produced EOS.
+
+The arithmetic is the network's own: norms and feed-forward blocks are `network`'s modules
+applied to their parameter subtrees, the relative-position bias is `network`'s table, and
+masked cache slots get `network.MASKED_LOGIT`, whose softmax weight is exactly zero, so the
+tokens match the uncached path's. Each row also gets its log-probability (the sum of the
+chosen tokens' log-softmax, EOS included), which ranks candidate answers such as the windows
+of one long document.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from clinical_t5x.model import network
+
+Array = jax.Array
+
+
+class Decoded(NamedTuple):
+    """`tokens` [batch, max_decode_length] (0 after EOS, no start token); `scores` [batch]
+    float32 log-probability of each row's tokens up to and including its EOS."""
+
+    tokens: Array
+    scores: Array
+
+
+def _heads(x: Array, cfg: network.T5Config) -> Array:
+    return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
+
+
+def _project(x: Array, kernel: Array, dtype: Any) -> Array:
+    return jnp.einsum("...d,df->...f", x.astype(dtype), kernel.astype(dtype))
+
+
+def _attend(cfg: network.T5Config, params: dict, q_in: Array, keys: Array, values: Array,
+            bias: Array) -> Array:
+    """One query position against cached keys/values [batch, klen, heads, head_dim]; the
+    same operations in the same dtypes as `network.MultiHeadAttention` (no dropout)."""
+    dtype = cfg.activation_dtype
+    q = _heads(_project(q_in, params["query"]["kernel"], dtype), cfg)
+    k = keys
+    if cfg.float32_attention_logits:
+        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(q.dtype)
+    weights = jax.nn.softmax(logits).astype(dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", weights, values)
+    out = out.reshape(out.shape[:2] + (cfg.num_heads * cfg.head_dim,))
+    return _project(out, params["out"]["kernel"], dtype)
+
+
+def _keys_values(cfg: network.T5Config, params: dict, x: Array) -> tuple[Array, Array]:
+    dtype = cfg.activation_dtype
+    return (_heads(_project(x, params["key"]["kernel"], dtype), cfg),
+            _heads(_project(x, params["value"]["kernel"], dtype), cfg))
+
+
+def _norm(cfg: network.T5Config, params: dict, x: Array) -> Array:
+    return network.LayerNorm(cfg.activation_dtype).apply({"params": params}, x)
+
+
+def _mlp(cfg: network.T5Config, params: dict, x: Array) -> Array:
+    return network.MlpBlock(cfg).apply({"params": params}, x, deterministic=True)
+
+
+def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
+    if cfg.logits_via_embedding:
+        embedding = params["token_embedder"]["embedding"]
+        return jnp.einsum("...d,vd->...v", y.astype(jnp.float32), embedding) / np.sqrt(
+            y.shape[-1])
+    return _project(y, params["decoder"]["logits_dense"]["kernel"], jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))
+def greedy_decode(model: network.Transformer, params: Any, encoder_input_tokens: Array,
+                  max_decode_length: int, eos_id: int = 1) -> Decoded:
+    """Greedy generation with a self-attention cache, batched and jit-compiled.
+
+    Same tokens as `network.greedy_decode` (start token 0, rows padded with 0 after EOS);
+    `eos_id=-1` never stops (benchmarks). Parameters may be boxed (as `network.init_params`
+    returns them) or plain.
+    """
+    cfg = model.config
+    dtype = cfg.activation_dtype
+    params = nn.unbox(params)
+    dec = params["decoder"]
+    layers = [dec[f"layers_{i}"] for i in range(cfg.num_decoder_layers)]
+    batch, length = encoder_input_tokens.shape[0], max_decode_length
+
+    encoded = model.apply({"params": params}, encoder_input_tokens, enable_dropout=False,
+                          method=network.Transformer.encode)
+    cross = [_keys_values(cfg, layer["encoder_decoder_attention"], encoded) for layer in layers]
+    cross_bias = network._mask_bias(  # noqa: SLF001 (the network's own masking)
+        (encoder_input_tokens > 0)[:, None, :], dtype)
+    relpos = network.RelativePositionBiases(cfg.num_heads, dtype).apply(
+        {"params": dec["relpos_bias"]}, length, length, False)  # [1, heads, length, length]
+    embedding = params["token_embedder"]["embedding"]
+    # One array per layer (not one stacked array): XLA then updates each in place per step.
+    empty_cache = tuple(jnp.zeros((batch, length, cfg.num_heads, cfg.head_dim), dtype)
+                        for _ in layers)
+
+    def step(carry):
+        i, token, tokens, scores, done, k_cache, v_cache = carry
+        y = jnp.take(embedding, token, axis=0).astype(dtype)[:, None, :]  # [batch, 1, emb]
+        visible = (jnp.arange(length) <= i)[None, None, None, :]
+        self_bias = (jax.lax.dynamic_slice_in_dim(relpos, i, 1, axis=2)
+                     + jnp.where(visible, 0.0, network.MASKED_LOGIT).astype(dtype))
+        new_k, new_v = [], []
+        for n, layer in enumerate(layers):
+            h = _norm(cfg, layer["pre_self_attention_layer_norm"], y)
+            k, v = _keys_values(cfg, layer["self_attention"], h)
+            keys = jax.lax.dynamic_update_slice_in_dim(k_cache[n], k.astype(dtype), i, axis=1)
+            values = jax.lax.dynamic_update_slice_in_dim(v_cache[n], v.astype(dtype), i, axis=1)
+            new_k.append(keys)
+            new_v.append(values)
+            y = y + _attend(cfg, layer["self_attention"], h, keys, values, self_bias)
+            h = _norm(cfg, layer["pre_cross_attention_layer_norm"], y)
+            y = y + _attend(cfg, layer["encoder_decoder_attention"], h, *cross[n], cross_bias)
+            y = y + _mlp(cfg, layer["mlp"], _norm(cfg, layer["pre_mlp_layer_norm"], y))
+        logits = _output_logits(cfg, params, _norm(cfg, dec["decoder_norm"], y))[:, 0]
+        best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        logprob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
+                                      best[:, None], axis=-1)[:, 0]
+        nxt = jnp.where(done, 0, best)
+        scores = scores + jnp.where(done, 0.0, logprob)
+        tokens = tokens.at[:, i].set(nxt)
+        return (i + 1, nxt, tokens, scores, done | (nxt == eos_id), tuple(new_k), tuple(new_v))
+
+    def running(carry) -> Array:
+        i, done = carry[0], carry[4]
+        return (i < length) & ~jnp.all(done)
+
+    init = (jnp.int32(0), jnp.zeros((batch,), jnp.int32), jnp.zeros((batch, length), jnp.int32),
+            jnp.zeros((batch,), jnp.float32), jnp.zeros((batch,), bool),
+            empty_cache, empty_cache)
+    _, _, tokens, scores, _, _, _ = jax.lax.while_loop(running, step, init)
+    return Decoded(tokens, scores)

@@ -1,0 +1,129 @@
+"""`clinical-t5x finetune`: the whole built-in flow on synthetic MedNLI, and its refusals."""
+import json
+
+import gin
+import jax
+import pytest
+from flax import linen as nn
+
+from clinical_t5x import cli
+from clinical_t5x.data import synth_downstream
+from clinical_t5x.eval import finetune
+from clinical_t5x.model import network
+from clinical_t5x.text import vocab, vocab_build
+from clinical_t5x.train import checkpoint_formats
+
+
+@pytest.fixture(scope="module")
+def vocab_dir(tmp_path_factory):
+    return vocab_build.build_synthetic_vocab(tmp_path_factory.mktemp("vocab"), vocab_size=500)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("downstream")
+    synth_downstream.write_downstream(out, seed=0, sizes={"mednli": (32, 8, 8)})
+    return out
+
+
+def write_checkpoint(out, vocab_size: int):
+    config = network.T5Config(vocab_size=vocab_size, emb_dim=32, num_heads=2, head_dim=16,
+                              mlp_dim=64, num_encoder_layers=1, num_decoder_layers=1,
+                              mlp_activations=("gelu", "linear"))
+    params = nn.unbox(network.init_params(network.Transformer(config), jax.random.PRNGKey(0)))
+    checkpoint_formats.write_params_checkpoint(jax.device_get(params), out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def clean_gin(monkeypatch):
+    monkeypatch.delenv("CLINICAL_T5X_MEDNLI_DIR", raising=False)
+    yield
+    gin.clear_config()
+
+
+def test_cli_runs_train_best_on_validation_and_test_then_resumes(tmp_path, vocab_dir, data_dir):
+    init = write_checkpoint(tmp_path / "init", vocab.load(vocab_dir).model_vocab_size)
+    argv = ["finetune", "mednli", "--init", str(init), "--vocab", str(vocab_dir),
+            "--data", str(data_dir), "--out", str(tmp_path / "out"), "--seeds", "7",
+            "--steps", "2", "--eval_every", "1", "--batch_size", "8",
+            "--decode_batch_size", "8"]
+    assert cli.main(argv) == 0
+    result = tmp_path / "out" / "runs" / "100pct_seed7" / "result.json"
+    run = json.loads(result.read_text())
+    assert run["best_step"] in (1, 2) and run["seed"] == 7
+    assert set(run["test"]) == {"accuracy", "macro_f1"}
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert record["test"]["100"]["accuracy"]["mean"] == run["test"]["accuracy"]
+    assert "| accuracy |" in (tmp_path / "out" / "results.md").read_text()
+    written = result.stat().st_mtime_ns
+    assert cli.main(argv) == 0  # every run finished: nothing is trained or scored again
+    assert result.stat().st_mtime_ns == written
+
+
+def test_a_vocabulary_larger_than_the_checkpoint_stops_before_training(tmp_path, vocab_dir,
+                                                                       data_dir, capsys):
+    init = write_checkpoint(tmp_path / "init", 128)
+    code = finetune.main(["mednli", "--init", str(init), "--vocab", str(vocab_dir),
+                          "--data", str(data_dir), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("clinical-t5x finetune: vocabulary mismatch:")
+    assert "128 embedding rows" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, percents", [([], [100]), (["--fraction", "0.05"], [5]),
+                                             (["--fractions", "25", "1", "100"], [1, 25, 100])])
+def test_label_fractions(flags, percents):
+    args = finetune.parse_args(["clip", "--init", "i", "--vocab", "v", "--data", "d",
+                                "--out", "o", *flags])
+    assert args.percents == percents
+
+
+def test_unknown_fraction_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        finetune.parse_args(["clip", "--init", "i", "--vocab", "v", "--data", "d", "--out", "o",
+                             "--fraction", "0.07"])
+    assert "label percentages [7] are not among" in capsys.readouterr().err
+
+
+# Fine-tuning the demo-sized model (gin/builtin/tiny.gin sizes, random initialisation) on the
+# synthetic files: the test accuracy must beat always answering the most frequent train label
+# (synthetic MedNLI: 30.8% accuracy) by MARGIN points. Measured: 120 steps at the paper's
+# constant 1e-4 from random initialisation with 8 target tokens gave 0.0% (labels split into
+# up to 8 pieces of the synthetic vocabulary were cut, and outputs were still garbage). The
+# setting below (300 steps, 1e-3, 16 target tokens) is NOT MEASURED yet: measure, record the
+# figure here, and set the margin from it.
+QUALITY_STEPS = 300
+MARGIN = {"mednli": 10.0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(MARGIN))
+def test_tiny_model_beats_the_majority_baseline(tmp_path, task):
+    from clinical_t5x.data import synthetic_default
+    from clinical_t5x.eval import metrics, results
+    from clinical_t5x.tasks import downstream
+
+    vocab_dir = synthetic_default.vocab_dir()
+    data = tmp_path / "data"
+    synth_downstream.write_downstream(data, seed=0)
+    config = network.T5Config(vocab_size=vocab.load(vocab_dir).model_vocab_size, emb_dim=256,
+                              num_heads=4, head_dim=64, mlp_dim=512, num_encoder_layers=2,
+                              num_decoder_layers=2, mlp_activations=("gelu", "linear"))
+    params = nn.unbox(network.init_params(network.Transformer(config), jax.random.PRNGKey(0)))
+    checkpoint_formats.write_params_checkpoint(jax.device_get(params), tmp_path / "init")
+    assert finetune.main([task, "--init", str(tmp_path / "init"), "--vocab", str(vocab_dir),
+                          "--data", str(data), "--out", str(tmp_path / "out"), "--seeds", "1",
+                          "--steps", str(QUALITY_STEPS), "--eval_every", "100",
+                          "--batch_size", "16", "--gin.LEARNING_RATE=1e-3",
+                          "--gin.TASK_FEATURE_LENGTHS={'inputs': 256, 'targets': 16}"]) == 0
+    run = json.loads((tmp_path / "out" / "runs" / "100pct_seed1" / "result.json").read_text())
+    vocabulary = vocab.load(vocab_dir)
+    targets = {split: [ex["targets"] for ex in downstream.build_examples(
+        task, split, vocabulary, folder=str(data / task))] for split in ("train", "test")}
+    metric = results.PRIMARY[task]
+    baseline = metrics.majority_baseline(targets["train"], targets["test"],
+                                         getattr(metrics, task))[metric]
+    assert run["test"][metric] >= baseline + MARGIN[task], (run["test"], baseline)

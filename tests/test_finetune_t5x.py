@@ -1,0 +1,74 @@
+"""gin/finetune_<task>.gin and gin/finetune_test.gin resolve with real t5x from the project
+root: t5x's finetune/eval run configs with the paper's recipe and the project's tasks.
+
+Skipped unless `t5x` is importable (docs/tpu.md says how to install it).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.t5x,
+    pytest.mark.slow,
+    pytest.mark.skipif(importlib.util.find_spec("t5x") is None, reason="t5x is not importable"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_GIN = "t5x/examples/t5/t5_1_0/base.gin"
+# Run as __main__ so that gin's `import __main__ as train_script` finds t5x's entry point.
+PROBE = r"""
+import json, sys
+from t5x.{module} import {entry}  # noqa: F401
+import gin
+from t5x import gin_utils, utils
+from t5x.{module} import _DEFAULT_GIN_SEARCH_PATHS
+files, bindings = json.loads(sys.argv[1])
+gin_utils.parse_gin_flags(_DEFAULT_GIN_SEARCH_PATHS, files, bindings)
+got = {{m: gin.query_parameter("%" + m) for m in json.loads(sys.argv[2])}}
+try:  # a training config only (t5x's eval config has no schedule)
+    got["lr"] = gin.get_bindings(utils.create_learning_rate_scheduler)
+except ValueError:
+    got["lr"] = None
+got["restore"] = {{k: str(v) for k, v in gin.get_bindings(utils.RestoreCheckpointConfig).items()}}
+print("PROBE" + json.dumps(got, default=str))
+"""
+
+
+def probe(module: str, entry: str, files: list[str], bindings: list[str],
+          macros: list[str]) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(module=module, entry=entry),
+         json.dumps([files, bindings]), json.dumps(macros)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(l for l in done.stdout.splitlines() if l.startswith("PROBE"))
+    return json.loads(line[len("PROBE"):])
+
+
+@pytest.mark.parametrize("task, inputs", [("mednli", 256), ("radqa", 1024), ("clip", 512)])
+def test_finetune_gin_resolves_to_the_paper_recipe(task, inputs):
+    got = probe("train", "train", [MODEL_GIN, f"gin/finetune_{task}.gin"],
+                ["INIT_CHECKPOINT='/init/checkpoint_0'", "VOCABULARY='t5'", "MODEL_DIR='/m'"],
+                ["MIXTURE_OR_TASK_NAME", "TASK_FEATURE_LENGTHS", "DROPOUT_RATE",
+                 "USE_CACHED_TASKS", "INITIAL_CHECKPOINT_PATH", "INIT_CHECKPOINT"])
+    assert got["MIXTURE_OR_TASK_NAME"] == task
+    assert got["TASK_FEATURE_LENGTHS"]["inputs"] == inputs
+    assert got["DROPOUT_RATE"] == 0.1 and got["USE_CACHED_TASKS"] is False
+    # t5x's finetune.gin restores INITIAL_CHECKPOINT_PATH: the project's INIT_CHECKPOINT.
+    assert "INIT_CHECKPOINT" in got["INITIAL_CHECKPOINT_PATH"]
+    assert got["INIT_CHECKPOINT"] == "/init/checkpoint_0"
+    assert got["lr"]["factors"] == "constant" and got["lr"]["base_learning_rate"] == 1e-4
+    assert "param_states" in got["restore"]["assignment_map"]
+
+
+def test_test_gin_resolves_for_t5x_eval():
+    got = probe("eval", "evaluate", [MODEL_GIN, "gin/finetune_test.gin"],
+                ["MIXTURE_OR_TASK_NAME='clip'", "VOCABULARY='t5'", "CHECKPOINT_PATH='/c'",
+                 "EVAL_OUTPUT_DIR='/e'"], ["MIXTURE_OR_TASK_NAME", "CHECKPOINT_PATH"])
+    assert got["MIXTURE_OR_TASK_NAME"] == "clip" and got["CHECKPOINT_PATH"] == "/c"
