@@ -40,7 +40,7 @@ CLIP_MAX_TOKENS = 512
 # construction, MedNLI pairs are a few sentences; targets hold every label string and all but
 # unusually long RadQA answers.
 FEATURE_LENGTHS = {
-    "mednli": {"inputs": 512, "targets": 8},
+    "mednli": {"inputs": 512, "targets": 16},
     "radqa": {"inputs": RADQA_MAX_TOKENS, "targets": 128},
     "clip": {"inputs": CLIP_MAX_TOKENS, "targets": 64},
 }
