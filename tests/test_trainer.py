@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_t5x.train import checkpoints, trainer as train
+from clinical_t5x.train import checkpoint_formats, checkpoints, preemption, trainer as train
 
 STEPS = 10
 # A very small model and batch so that each trainer process spends its time starting, not
@@ -130,18 +130,22 @@ def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cach
     assert len(set(expected.values())) > 1
 
 
-def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference):
+def _two_processes(model_dir: Path, cache_dir: str, *extra: str) -> list[subprocess.Popen]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    model_dir = tmp_path / "model"
-    procs = [
+    return [
         _start(model_dir, _env(cache_dir, devices=1, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                                JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i),
-                               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"),
-               "--gin.CHECKPOINT_PERIOD=5")
+                               JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo"), *extra)
         for i in range(2)
     ]
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference):
+    model_dir = tmp_path / "model"
+    procs = _two_processes(model_dir, cache_dir, "--gin.CHECKPOINT_PERIOD=5")
     for proc in procs:
         assert _wait(proc) == 0
     both = _losses(model_dir)
@@ -151,6 +155,23 @@ def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference):
     dataset_dir = model_dir / f"checkpoint_{STEPS}" / "dataset"
     assert sorted(p.name for p in dataset_dir.glob("*.index")) == [
         "train_ds-000-of-002.index", "train_ds-001-of-002.index"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpointed_step(tmp_path,
+                                                                            cache_dir):
+    model_dir = tmp_path / "model"
+    procs = _two_processes(model_dir, cache_dir, "--gin.TRAIN_STEPS=100000",
+                           "--gin.CHECKPOINT_PERIOD=2", "--gin.train.log_period=100000",
+                           "--gin.train.stop_check_period=3")
+    _after_checkpoint(procs[1], model_dir, 2, signal.SIGTERM)  # only the second host
+    assert [_wait(proc) for proc in procs] == [train.EXIT_PREEMPTED] * 2
+    stopped = checkpoints.latest_step(model_dir)
+    assert stopped % 3 == 0  # an agreed step, the same for both (one complete checkpoint)
+    dataset_dir = model_dir / f"checkpoint_{stopped}" / "dataset"
+    assert len(list(dataset_dir.glob("*.index"))) == 2
+    log = procs[0].log.read_text(errors="replace")
+    assert "stopped at step" in log
 
 
 # ----------------------------------------------------------------------------- in process
@@ -243,13 +264,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, gin_
     assert result.exit_code == train.EXIT_NONFINITE
     assert result.step < STEPS
     good = checkpoints.latest_step(model_dir)
-    assert good is None or good < result.step
+    # Step 1's loss is computed before any update, so step 1 was saved; the bad step was not.
+    assert good is not None and 1 <= good < result.step
+    params = checkpoint_formats.read_params(checkpoints.step_dir(model_dir, good))
+    assert all(np.isfinite(leaf).all() for leaf in _leaves(params))
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _leaves(value)
+    else:
+        yield np.asarray(tree)
 
 
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, gin_config):
     model_dir = tmp_path / "model"
     _configure(model_dir, "--gin.TRAIN_STEPS=1000", "--gin.CHECKPOINT_PERIOD=1000")
-    flag = train._StopFlag()
+    flag = preemption.StopFlag()
     previous = signal.signal(signal.SIGTERM, flag)
 
     def terminate_once_training():
