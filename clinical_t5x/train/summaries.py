@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 # Dense peak FLOP/s per device for the utilisation estimate (bf16 where the chip has it).
 PEAK_FLOPS_BY_DEVICE_KIND: dict[str, float] = {
@@ -67,7 +66,10 @@ def model_flops_per_sequence(config, inputs_length: int, targets_length: int) ->
 def create_writers(model_dir: str | os.PathLike, eval_name: str
                    ) -> tuple[metric_writers.MetricWriter, metric_writers.MetricWriter]:
     """Writers for `MODEL_DIR/train` and `MODEL_DIR/training_eval/<task>` (t5x's folders);
-    only process 0 writes files, the others only log."""
+    only process 0 writes files, the others only log. clu's writers bring TensorFlow, hence
+    the import here: importing the training code stays TensorFlow-free."""
+    from clu import metric_writers
+
     quiet = jax.process_index() > 0
     train = metric_writers.create_default_writer(
         os.path.join(model_dir, "train"), just_logging=quiet, asynchronous=True)
