@@ -14,7 +14,7 @@ MB per worker CPU-second is what one worker does with a core to itself.
     python benchmarks/prepare_throughput.py                 # >= 200 MB corpus, workers 1 and 2
     python benchmarks/prepare_throughput.py --workers 1 2 4 --notes 20000 --min-mb 0 --profile
 
-Target (issue 2): >= 10 MB/s per worker process, close to linear in --workers.
+Target: >= 10 MB/s per worker process, close to linear in --workers.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def resolve_step_dir(path: str | os.PathLike) -> Path:
     return steps[-1][1]
 
 
-# --------------------------------------------------------------------------- tree helpers
+# --------------------------------------------------------------------------- trees
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

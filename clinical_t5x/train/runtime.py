@@ -4,12 +4,12 @@ With glibc's default malloc XLA's CPU runtime takes fresh pages every step (its 
 block is mmapped and unmapped each step: page faults, a fifth of CPU time in the kernel).
 Our glibc tunables serve everything below 256 MiB from one never-trimmed heap and let only
 the big temp block be mmapped, backed by transparent huge pages (512x fewer faults). Measured
-on T5 1.1 "small" (2 cores, CPU seconds per step, peak RSS): default 7.6 s / 3.5 GB;
-PERFORMANCE-NOTES' tunables (no mmap at all) 6.6 s / 8.4 GB (the heap fragments around the
-temp block); ours 6.3 s / 3.5 GB. tcmalloc (notes: 7.6 GB on small) only on request
-(CLINICAL_T5X_TCMALLOC=1). `--xla_cpu_experimental_ynn_fusion_type=dot` adds 12-29% and
-also fixes XLA's pathological leading-axis reductions. Both act only at process start, hence
-the single re-exec. Nothing here applies to GPU/TPU. Opt out with CLINICAL_T5X_NO_REEXEC=1.
+on T5 1.1 "small" (2 cores, CPU seconds per step, peak RSS): default 7.6 s / 3.5 GB; no mmap
+at all 6.6 s / 8.4 GB (the heap fragments around the temp block); ours 6.3 s / 3.5 GB.
+tcmalloc (7.6 GB on small) only on request (CLINICAL_T5X_TCMALLOC=1).
+`--xla_cpu_experimental_ynn_fusion_type=dot` adds 12-29% and also fixes XLA's pathological
+leading-axis reductions. Both act only at process start, hence the single re-exec. Nothing
+here applies to GPU/TPU. Opt out with CLINICAL_T5X_NO_REEXEC=1. See docs/performance.md.
 """
 from __future__ import annotations
 
