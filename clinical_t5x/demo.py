@@ -25,6 +25,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from clinical_t5x import owner_only
+
 NOTES = 2000
 VOCAB_SIZE = 800  # what 2,000 synthetic notes support with a hard piece limit
 STEPS = 300
@@ -134,14 +136,13 @@ def show_fill_in(hf_dir: Path, model_dir: Path, seed: int):
     return result
 
 
+@owner_only.private_umask()
 def run(out: str | os.PathLike, *, notes: int = NOTES, vocab_size: int = VOCAB_SIZE,
         steps: int = STEPS, seed: int = 0, extra_bindings: list[str] | None = None) -> dict:
     """All stages; returns the folders written, the training result and the fill-in. A
     training run that stops early (preempted) ends the demo there, without an export."""
     stages = 6
-    out = Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
+    out = owner_only.make_dir(Path(out).absolute())
     print(f"[1/{stages}] synthesising {notes} MIMIC-III notes (+ MIMIC-IV) into {out / 'raw'}",
           file=sys.stderr)
     raw = synthesize(out, notes, seed)
@@ -189,7 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_t5x.train import trainer as train
 
     train.setup_logging()
-    os.umask(0o077)  # every stage's output derives from (synthetic stand-ins for) notes
     done = run(args.out, notes=args.notes, vocab_size=args.vocab_size, steps=args.steps,
                seed=args.seed)
     result = done["train"]

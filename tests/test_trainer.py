@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 
 from clinical_t5x.train import checkpoint_formats, checkpoints, preemption, trainer as train
+from test_owner_only import assert_owner_only
 
 STEPS = 10
 # A very small model and batch so that each trainer process spends its time starting, not
@@ -75,9 +76,10 @@ def _wait(proc: subprocess.Popen, timeout: float = 240) -> int:
     return rc
 
 
-def _after_checkpoint(proc: subprocess.Popen, model_dir: Path, step: int, sig: int) -> None:
+def _after_checkpoint(proc: subprocess.Popen, model_dir: Path, step: int, sig: int,
+                      timeout: float = 240) -> None:
     """Sends `sig` as soon as a checkpoint at or past `step` is complete."""
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + timeout
     while (checkpoints.latest_step(model_dir) or 0) < step:
         if proc.poll() is not None:
             _fail(proc, "trainer ended before it was interrupted")
@@ -115,11 +117,16 @@ def reference(tmp_path_factory, cache_dir):
 def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cache_dir,
                                                                  reference):
     model_dir, env = tmp_path / "model", _env(cache_dir)
-    victim = _start(model_dir, env)
+    umask = os.umask(0o022)  # a usual umask: owner-only must not depend on the caller's
+    try:
+        victim = _start(model_dir, env)
+    finally:
+        os.umask(umask)
     _after_checkpoint(victim, model_dir, 3, signal.SIGKILL)
     victim.wait()
     killed_at = checkpoints.latest_step(model_dir)
     assert killed_at < STEPS
+    assert_owner_only(model_dir)  # checkpoints, event files, whatever was in flight
 
     assert _wait(_start(model_dir, env)) == 0
     assert checkpoints.latest_step(model_dir) == STEPS
@@ -164,8 +171,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpointed_step(tmp
     procs = _two_processes(model_dir, cache_dir, "--gin.TRAIN_STEPS=100000",
                            "--gin.CHECKPOINT_PERIOD=2", "--gin.train.log_period=100000",
                            "--gin.train.stop_check_period=3")
-    _after_checkpoint(procs[1], model_dir, 2, signal.SIGTERM)  # only the second host
-    assert [_wait(proc) for proc in procs] == [train.EXIT_PREEMPTED] * 2
+    _after_checkpoint(procs[1], model_dir, 2, signal.SIGTERM, timeout=900)  # the second host only
+    assert [_wait(proc, timeout=900) for proc in procs] == [train.EXIT_PREEMPTED] * 2
     stopped = checkpoints.latest_step(model_dir)
     assert stopped % 3 == 0  # an agreed step, the same for both (one complete checkpoint)
     dataset_dir = model_dir / f"checkpoint_{stopped}" / "dataset"

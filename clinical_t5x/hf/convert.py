@@ -387,6 +387,7 @@ def _write_legacy_token_files(tokenizer: Any, out_dir: Path) -> None:
             "unk_token": tokenizer.unk_token, "additional_special_tokens": list(extra)})
 
 
+@owner_only.private_umask()
 def export(
     checkpoint: str | os.PathLike,
     vocab_dir: str | os.PathLike,
@@ -428,8 +429,6 @@ def export(
     card = model_card.render(config, reader.step_dir, vocab_dir, out_dir)
     with owner_only.open_file(out_dir / "README.md", "w") as out:
         out.write(card)
-    for path in out_dir.iterdir():
-        os.chmod(path, 0o600)
     return out_dir
 
 

@@ -114,8 +114,7 @@ def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[st
         "spiece_sha256": hashlib.sha256(spiece.read_bytes()).hexdigest(),
         **(details or {}),
     }
-    for path in tokenizer.save_hf_tokenizer(spiece, out):
-        path.chmod(0o600)
+    tokenizer.save_hf_tokenizer(spiece, out)
     _write_private(out / vocab.CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out
 
