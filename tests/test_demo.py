@@ -16,6 +16,8 @@ from clinical_t5x import demo
 from clinical_t5x.hf import fill_in
 from test_owner_only import assert_owner_only
 
+pytestmark = pytest.mark.slow  # every stage, with a trained and exported model: minutes
+
 SMALL_MODEL = [
     "BATCH_SIZE=8",
     "TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",

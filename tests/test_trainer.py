@@ -114,6 +114,7 @@ def reference(tmp_path_factory, cache_dir):
     proc.kill()
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cache_dir,
                                                                  reference):
     model_dir, env = tmp_path / "model", _env(cache_dir)
