@@ -54,6 +54,19 @@ def _env(cache_dir: str, devices: int = 2, **extra: str) -> dict[str, str]:
     return env
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_outlives_its_test():
+    """A failed test must not leave trainers running (some train for 100,000 steps)."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None and not getattr(proc, "module_scoped", False):
+            proc.kill()
+            proc.wait()
+
+
 def _start(model_dir: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     log = model_dir.parent / f"{model_dir.name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
@@ -62,6 +75,7 @@ def _start(model_dir: Path, env: dict[str, str], *extra: str) -> subprocess.Pope
              f"--gin.MODEL_DIR='{model_dir}'", *extra],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     proc.log = log
+    _STARTED.append(proc)
     return proc
 
 
@@ -105,6 +119,7 @@ def reference(tmp_path_factory, cache_dir):
     """An uninterrupted run, started in the background while a test starts its own."""
     model_dir = tmp_path_factory.mktemp("reference") / "model"
     proc = _start(model_dir, _env(cache_dir))
+    proc.module_scoped = True
 
     def losses() -> dict[int, float]:
         _wait(proc)
