@@ -100,12 +100,12 @@ def export_model(out: Path, model_dir: Path, vocabulary_dir: Path) -> Path:
     already names that checkpoint (export writes the card last); a partial or older export is
     replaced, so a resumed, longer run exports its new checkpoint."""
     from clinical_t5x.train import checkpoint_formats
-    from clinical_t5x.hf import convert as hf
+    from clinical_t5x.hf import convert as hf, model_card
 
     directory = out / "hf"
     step_dir = checkpoint_formats.resolve_step_dir(model_dir)
     card = directory / "README.md"
-    if card.is_file() and f"`{step_dir}`" in card.read_text():
+    if card.is_file() and f"`{model_card.relative_path(step_dir, directory)}`" in card.read_text():
         return directory
     if directory.exists():
         shutil.rmtree(directory)

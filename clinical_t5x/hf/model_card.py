@@ -53,7 +53,7 @@ model = AutoModelForSeq2SeqLM.from_pretrained("{out_name}")
 """
 
 
-def _relative(path: str | os.PathLike, out_dir: str | os.PathLike) -> str:
+def relative_path(path: str | os.PathLike, out_dir: str | os.PathLike) -> str:
     """`path` as seen from the exported folder: the card travels with the folder, and an
     absolute path would tell every reader the exporting machine's user and folder names."""
     return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
@@ -67,5 +67,5 @@ def render(config: Mapping[str, Any], checkpoint: str | os.PathLike, vocab: str 
     fields = {k: config[k] for k in (
         "num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "vocab_size",
         "feed_forward_proj")}
-    return _TEMPLATE.format(flavour=flavour, checkpoint=_relative(checkpoint, out_dir),
-                            vocab=_relative(vocab, out_dir), out_name=Path(out_dir).name, **fields)
+    return _TEMPLATE.format(flavour=flavour, checkpoint=relative_path(checkpoint, out_dir),
+                            vocab=relative_path(vocab, out_dir), out_name=Path(out_dir).name, **fields)
