@@ -330,7 +330,7 @@ def test_flags_follow_t5x():
     assert args.gin_file == ["a.gin", "b.gin"]
     assert args.gin_bindings == ["MODEL_DIR='/x'", "TRAIN_STEPS=3"]
     assert args.gin_search_paths == ["/p,/q"]
-    assert any(Path(p, "builtin", "tiny.gin").is_file() for p in train.default_gin_search_paths())
+    assert any(Path(p, "gin", "builtin", "tiny.gin").is_file() for p in train.default_gin_search_paths())
     with pytest.raises(SystemExit):
         train.parse_flags([])
 
