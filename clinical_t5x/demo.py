@@ -27,6 +27,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from clinical_t5x import owner_only
+
 NOTES = 2000
 VOCAB_SIZE = 800  # what 2,000 synthetic notes support with a hard piece limit
 STEPS = 300
@@ -100,12 +102,12 @@ def export_model(out: Path, model_dir: Path, vocabulary_dir: Path) -> Path:
     already names that checkpoint (export writes the card last); a partial or older export is
     replaced, so a resumed, longer run exports its new checkpoint."""
     from clinical_t5x.train import checkpoint_formats
-    from clinical_t5x.hf import convert as hf
+    from clinical_t5x.hf import convert as hf, model_card
 
     directory = out / "hf"
     step_dir = checkpoint_formats.resolve_step_dir(model_dir)
     card = directory / "README.md"
-    if card.is_file() and f"`{step_dir}`" in card.read_text():
+    if card.is_file() and f"`{model_card.relative_path(step_dir, directory)}`" in card.read_text():
         return directory
     if directory.exists():
         shutil.rmtree(directory)
@@ -136,14 +138,13 @@ def show_fill_in(hf_dir: Path, model_dir: Path, seed: int):
     return result
 
 
+@owner_only.private_umask()
 def run(out: str | os.PathLike, *, notes: int = NOTES, vocab_size: int = VOCAB_SIZE,
         steps: int = STEPS, seed: int = 0, extra_bindings: list[str] | None = None) -> dict:
     """All stages; returns the folders written, the training result and the fill-in. A
     training run that stops early (preempted) ends the demo there, without an export."""
     stages = 6
-    out = Path(out).absolute()
-    out.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(out, 0o700)
+    out = owner_only.make_dir(Path(out).absolute())
     print(f"[1/{stages}] synthesising {notes} MIMIC-III notes (+ MIMIC-IV) into {out / 'raw'}",
           file=sys.stderr)
     raw = synthesize(out, notes, seed)
@@ -213,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
     from clinical_t5x.train import trainer as train
 
     train.setup_logging()
-    os.umask(0o077)  # every stage's output derives from (synthetic stand-ins for) notes
     done = run(args.out, notes=args.notes, vocab_size=args.vocab_size, steps=args.steps,
                seed=args.seed)
     result = done["train"]

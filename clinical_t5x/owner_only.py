@@ -7,9 +7,10 @@ Imports nothing heavy, so the TF-free modules (export, checkpoints) can use it t
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import IO
+from typing import IO, Iterator
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -40,9 +41,22 @@ def create_file(path: str | os.PathLike) -> None:
     open_file(path).close()
 
 
+@contextlib.contextmanager
+def private_umask() -> Iterator[None]:
+    """Within it (also as a decorator), every file and folder the process creates, by any
+    writer (TensorBoard, Orbax and tensorstore threads, transformers' save_pretrained), is
+    owner-only from its creation, so a killed run leaves nothing readable by others. The umask
+    is process-wide: it is restored on exit."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def restrict_tree(root: str | os.PathLike) -> None:
     """Makes a written tree owner-only after the fact, for writers (Orbax, tensorstore) that
-    create their files with the process umask."""
+    create their files with the process umask, when the caller did not hold `private_umask`."""
     for dirpath, _, filenames in os.walk(root):
         os.chmod(dirpath, DIR_MODE)
         for filename in filenames:

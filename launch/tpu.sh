@@ -376,6 +376,7 @@ cmd_logs() {
   require_location
   if [[ -n "$FETCH_DIR" ]]; then
     # Log files carry the worker's host name, so one folder collects every worker's logs.
+    umask 077  # the logs may quote training data: owner-only here too
     run mkdir -p "$FETCH_DIR"
     run gcloud compute tpus tpu-vm scp --recurse "$NAME:~/clinical_t5x_logs" "$FETCH_DIR" \
       "${LOC[@]}" --worker=all

@@ -8,6 +8,8 @@
 # Set CLINICAL_T5X_WORKER_DRY_RUN=1 to print the trainer command instead of running it, and
 # T5X_ROOT to skip checking that t5x imports.
 set -euo pipefail
+# Logs and everything either trainer writes locally hold data derived from notes: owner-only.
+umask 077
 
 [[ $# -ge 4 ]] || { sed -n '6,7p' "$0" >&2; exit 2; }
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -50,19 +50,12 @@ class PreparedShards(seqio.TFExampleDataSource):
         super().__init__(split_to_filepattern={split: [] for split in shards.SPLITS},
                          feature_description=FEATURES)
 
-    def patterns(self, split: str) -> list[str]:
+    def list_shards(self, split: str) -> Sequence[str]:
+        """This split's files as the manifest lists them (`shards.listed_shards`), sorted so
+        that `ShardInfo` gives every host the same ones."""
         if split not in shards.SPLITS:
             raise ValueError(f"unknown split {split!r}: prepared data has {shards.SPLITS}")
-        root = self._directory()
-        return [shards.shard_pattern(root, split, source) for source in self._sources]
-
-    def list_shards(self, split: str) -> Sequence[str]:
-        """This split's files, sorted so that `ShardInfo` gives every host the same ones."""
-        patterns = self.patterns(split)
-        files = sorted(f for pattern in patterns for f in tf.io.gfile.glob(pattern))
-        if not files:  # e.g. a source that was not prepared: use the other sources' tasks
-            raise FileNotFoundError(f"no {split} shards: expected files matching {' or '.join(patterns)}")
-        return files
+        return shards.listed_shards(self._directory(), split, self._sources)
 
     def __str__(self) -> str:
         return f"PreparedShards({', '.join(self._sources)})"

@@ -118,8 +118,8 @@ def test_model_dir_picks_newest_complete_step(tmp_path, params):
 
 
 def test_reads_our_trainer_checkpoints(tmp_path, params):
-    """Helper F's Checkpointer writes the layout the exporter reads."""
-    checkpoints = pytest.importorskip("clinical_t5x.train.checkpoints")
+    """The trainer's Checkpointer writes the layout the exporter reads."""
+    from clinical_t5x.train import checkpoints
     import flax.struct
     import jax
     import jax.numpy as jnp
@@ -151,7 +151,8 @@ def test_write_params_checkpoint_layout(tmp_path, params):
         assert stat.S_IMODE(os.stat(dirpath).st_mode) == 0o700
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(dirpath, name)).st_mode) == 0o600
-    checkpoints = pytest.importorskip("clinical_t5x.train.checkpoints")
+    from clinical_t5x.train import checkpoints
+
     assert checkpoints.latest_step(tmp_path / "init") == 0
     with pytest.raises(FileExistsError, match="checkpoint_0"):
         cf.write_params_checkpoint(params, tmp_path / "init")

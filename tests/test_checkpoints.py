@@ -96,7 +96,9 @@ def test_half_written_checkpoints_are_skipped_not_fatal(tmp_path):
     assert checkpoints.complete_steps(model_dir) == [3, 6]
 
 
-def test_unreadable_newest_falls_back_to_older_and_keep_n(tmp_path):
+def test_damaged_newest_complete_checkpoint_stops_the_run_and_keep_n(tmp_path):
+    """A read error on a complete checkpoint (commit marker present) is never a reason to
+    fall back to an older step: the run would then fork from an older point."""
     model_dir = tmp_path / "model"
     ckpt = checkpoints.Checkpointer(model_dir, keep=2, use_async=False)
     for step in (1, 2, 3):
@@ -106,7 +108,11 @@ def test_unreadable_newest_falls_back_to_older_and_keep_n(tmp_path):
     for f in (model_dir / "checkpoint_3" / "state").rglob("*"):
         if f.is_file() and f.name != "commit_success.txt":
             f.write_bytes(b"damaged")
-    restored, step = checkpoints.Checkpointer(model_dir).restore(_state(0))
+    with pytest.raises(checkpoints.RestoreError, match="checkpoint_3") as caught:
+        checkpoints.Checkpointer(model_dir).restore(_state(0))
+    assert "checkpoint_2" not in str(caught.value)
+    # The named older step still reads: nothing was moved or overwritten.
+    restored, step = checkpoints.Checkpointer(model_dir).restore(_state(0), step=2)
     assert step == 2
     _assert_same(_state(2, seed=2), restored)
 
@@ -146,18 +152,6 @@ def test_async_save_survives_donation_of_the_saved_buffers(tmp_path):
     restored, _ = checkpoints.Checkpointer(tmp_path / "m").restore(state)
     for x, y in zip(jax.tree.leaves(expected), jax.tree.leaves(restored)):
         np.testing.assert_array_equal(x, np.asarray(y))
-
-
-def test_damaged_checkpoints_only_is_an_error_not_a_silent_restart(tmp_path):
-    model_dir = tmp_path / "model"
-    ckpt = checkpoints.Checkpointer(model_dir, use_async=False)
-    ckpt.save(_state(2))
-    ckpt.close()
-    for f in (model_dir / "checkpoint_2" / "state").rglob("*"):
-        if f.is_file():
-            f.write_bytes(b"damaged")
-    with pytest.raises(RuntimeError, match="checkpoint_2"):
-        checkpoints.Checkpointer(model_dir).restore(_state(0))
 
 
 def test_model_dir_urls_stay_urls_and_local_folders_become_absolute(tmp_path, monkeypatch):

@@ -1,5 +1,7 @@
 """DEID replacement: the label -> tag table, dates kept as text, MIMIC-IV blanks, counting."""
 
+import random
+import re
 import pickle
 
 import pytest
@@ -121,9 +123,9 @@ def test_labels_match_whole_label_not_substrings():
 
 def test_unknown_label_becomes_misc_and_is_counted_by_label():
     counts = deid.DeidCounts()
-    text = "x [**Mystery Field 12**] y [**Mystery Field 99**] z [**Known lastname 1**]"
+    text = "x [**Doctor Number 12**] y [**Doctor Number 99**] z [**Known lastname 1**]"
     assert deid.replace_mimic3(text, counts) == "x [MISC] y [MISC] z [Name]"
-    assert counts.unknown_labels == {"Mystery Field": 2}
+    assert counts.unknown_labels == {"Doctor Number": 2}
     assert counts.tags["[MISC]"] == 2 and counts.tags["[Name]"] == 1
 
 
@@ -147,13 +149,13 @@ def test_text_without_placeholders_is_returned_unchanged():
 
 def test_counts_dates_empty_merge_pickle_and_dict():
     a, b = deid.DeidCounts(), deid.DeidCounts()
-    deid.replace_mimic3("[**2151-8-5**] [** **] [**Hospital1 1**] [**Odd 1**]", a)
+    deid.replace_mimic3("[**2151-8-5**] [** **] [**Hospital1 1**] [**Numeric Code 1**]", a)
     deid.replace_mimic3("[**4-1**] [**Hospital1 2**]", b)
     merged = pickle.loads(pickle.dumps(a)).merge(b)
     as_dict = merged.as_dict()
     assert list(as_dict["tags"]) == list(deid.TAGS)
     assert as_dict["tags"]["[Company]"] == 2 and as_dict["tags"]["[MISC]"] == 1
-    assert as_dict["unknown_labels"] == {"Odd": 1}
+    assert as_dict["unknown_labels"] == {"Numeric Code": 1}
     assert as_dict["dates_as_text"] == 2 and as_dict["empty"] == 1
 
 
@@ -197,9 +199,42 @@ def test_typed_mimic4_counts_each_tag():
 
 def test_unknown_labels_never_record_note_shaped_text():
     counts = deid.DeidCounts()
-    text = "a [**Unmapped Field 12**] b [**pt said she fell at home on the stairs**] c [**x\x00y**]"
-    assert deid.replace_mimic3(text, counts) == "a [MISC] b [MISC] c [MISC]"
-    assert counts.unknown_labels == {"Unmapped Field": 1, "(unreadable label)": 2}
+    text = ("a [**Unmapped Field 12**] b [**pt said she fell at home on the stairs**] c [**x\x00y**]"
+            " d [**Mary Jones**] e [**Location Code 7**]")
+    assert deid.replace_mimic3(text, counts) == "a [MISC] b [MISC] c [MISC] d [MISC] e [MISC]"
+    assert counts.unknown_labels == {"(unreadable label)": 4, "Location Code": 1}
+
+
+_NOTE_WORDS = ("Mary", "Jones", "pt", "said", "she", "fell", "at", "home", "on", "stairs", "BP",
+               "140/90", "Smith", "Boston", "MA", "02115", "seen", "by", "Dr", "Lee", "x2", "c/o",
+               "SOB", "denies", "CP", "follow", "up", "in", "clinic", "3/4", "555-1234", "Rx")
+
+
+def test_unknown_labels_record_only_mimic_label_words_whatever_the_text():
+    """Property over many generated placeholders: note-shaped words (names, places, phone
+    numbers, prose), alone or mixed with MIMIC label words, are never recorded; what is
+    recorded consists of MIMIC label words and short numbers only."""
+    rng = random.Random(0)
+    label_words = sorted(deid._LABEL_WORDS)
+    assert not {w.lower() for w in _NOTE_WORDS} & deid._LABEL_WORDS
+    recorded_clean = 0
+    for _ in range(3000):
+        words = [rng.choice(label_words).title() for _ in range(rng.randint(1, 4))]
+        note_words = [rng.choice(_NOTE_WORDS) for _ in range(rng.randint(0, 3))]
+        for word in note_words:
+            words.insert(rng.randint(0, len(words)), word)
+        inner = " ".join(words) + rng.choice(["", " 12", f" {rng.randint(100, 99999)}"])
+        counts = deid.DeidCounts()
+        deid.replace_mimic3(f"text [**{inner}**] text", counts)
+        for label in counts.unknown_labels:
+            if label == "(unreadable label)":
+                continue
+            assert not set(label.split()) & set(note_words), (inner, label)
+            assert {w.lower() for w in re.findall("[A-Za-z]+", label)} <= deid._LABEL_WORDS
+            assert all(len(n) <= 2 for n in re.findall(r"\d+", label))
+            assert not re.search(r"\d[-/.:]\d", label)
+            recorded_clean += 1
+    assert recorded_clean > 100  # the property is not vacuous: clean labels are recorded
 
 
 def test_classification_does_not_depend_on_what_was_seen_before():

@@ -3,6 +3,7 @@ exported to a folder transformers loads, and the fill-in of a synthetic note sho
 
 import contextlib
 import io
+import os
 import stat
 
 import gin
@@ -13,6 +14,9 @@ from clinical_t5x.train import checkpoints
 from clinical_t5x import demo
 
 from clinical_t5x.hf import fill_in
+from test_owner_only import assert_owner_only
+
+pytestmark = pytest.mark.slow  # every stage, with a trained and exported model: minutes
 
 SMALL_MODEL = [
     "BATCH_SIZE=8",
@@ -35,10 +39,12 @@ def demo_run(tmp_path_factory):
     """One smoke-size demo (2 steps), its return value and what it printed to stderr."""
     out = tmp_path_factory.mktemp("demo") / "demo"
     stderr = io.StringIO()
+    umask = os.umask(0o022)  # a usual umask: owner-only must not depend on the caller's
     try:
         with contextlib.redirect_stderr(stderr):
             done = demo.run(out, notes=1000, vocab_size=500, steps=2, extra_bindings=SMALL_MODEL)
     finally:
+        os.umask(umask)
         gin.clear_config()
     return out, done, stderr.getvalue()
 
@@ -52,6 +58,7 @@ def test_demo_runs_every_stage_and_trains(demo_run):
     assert (out / "vocab" / "spiece.model").is_file()
     assert checkpoints.latest_step(out / "model") == 2
     assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    assert_owner_only(out)  # notes, shards, vocabulary, checkpoints, event files, HF folder
     assert [f"[{i}/6]" in printed for i in range(1, 7)] == [True] * 6
 
 

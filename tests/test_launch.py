@@ -285,8 +285,12 @@ def test_status_logs_delete(tmp_path):
 
 def run_worker(tmp_path: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "HOME": str(tmp_path), **env}
-    return subprocess.run(["bash", str(WORKER_TRAIN), *args], env=full_env, capture_output=True,
-                          text=True, timeout=60)
+    umask = os.umask(0o022)  # a usual ssh session's umask
+    try:
+        return subprocess.run(["bash", str(WORKER_TRAIN), *args], env=full_env,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        os.umask(umask)
 
 
 @pytest.mark.parametrize("engine, expected", [
@@ -327,6 +331,9 @@ def test_worker_train_logs_per_host_and_returns_the_run_status(tmp_path):
     assert "gin/partitioning/" not in text
     assert text.rstrip().endswith("exit status 3")
     assert not list((tmp_path / "clinical_t5x_logs").glob("*.pid"))
+    # Logs may quote training data: owner-only whatever umask the ssh session had.
+    assert stat.S_IMODE((tmp_path / "clinical_t5x_logs").stat().st_mode) == 0o700
+    assert stat.S_IMODE(logs[0].stat().st_mode) == 0o600
 
 
 def test_queued_create_stops_waiting_at_the_timeout(tmp_path):

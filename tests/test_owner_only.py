@@ -2,6 +2,8 @@
 import os
 import stat
 
+import pytest
+
 from clinical_t5x import owner_only
 
 
@@ -38,3 +40,32 @@ def test_restrict_tree(tmp_path):
     owner_only.restrict_tree(tmp_path / "d")
     assert _mode(tmp_path / "d" / "e") == 0o700
     assert _mode(tmp_path / "d" / "e" / "w.bin") == 0o600
+
+
+def assert_owner_only(root) -> None:
+    """No file or folder under `root` (itself included) grants group or other any access."""
+    loose = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        for path in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+            if stat.S_IMODE(os.lstat(path).st_mode) & 0o077:
+                loose.append(f"{path} {oct(stat.S_IMODE(os.lstat(path).st_mode))}")
+    assert not loose, loose
+
+
+def test_private_umask_covers_every_writer_and_is_restored(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        @owner_only.private_umask()
+        def write_like_a_third_party(folder):
+            folder.mkdir()
+            (folder / "events.out.tfevents").write_bytes(b"x")  # plain open(): umask only
+            return os.umask(0o077)
+
+        assert write_like_a_third_party(tmp_path / "run") == 0o077
+        assert os.umask(0o022) == 0o022  # restored after the call
+        assert_owner_only(tmp_path / "run")
+        (tmp_path / "outside").write_bytes(b"x")
+        with pytest.raises(AssertionError):
+            assert_owner_only(tmp_path)
+    finally:
+        os.umask(previous)

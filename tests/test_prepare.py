@@ -233,3 +233,45 @@ def test_canaries_keep_the_accounting(tmp_path):
     assert manifest["canaries"]["insertions"] == 6
     assert sum(m["bytes"] for m in manifest["kept"]["train"].values()) == sum(
         len(r["text"].encode()) for r in all_records(tmp_path / "out"))
+
+
+def test_a_failed_overwrite_delete_stops_the_run(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    prepare.run(mimic3_fixture(tmp_path), out=out, num_shards=2, progress=False)
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(prepare.shutil, "rmtree", refuse)
+    with pytest.raises(OSError, match=r"--overwrite could not delete .*Permission denied: .*train"):
+        prepare.run(mimic3_fixture(tmp_path), out=out, overwrite=True, num_shards=1, progress=False)
+    assert not (out / shards.MANIFEST).exists()  # what is left is never read as finished output
+
+
+def test_unlisted_shards_on_disk_are_reported(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    stale = "mimic3-00000-of-00009.tfrecord"
+    real_make_dir = prepare.owner_only.make_dir
+
+    def make_dir_with_a_stale_shard(path):  # as if an earlier run's file survived in OUT/train
+        made = real_make_dir(path)
+        if made.name == "train":
+            (made / stale).touch()
+        return made
+
+    monkeypatch.setattr(prepare.owner_only, "make_dir", make_dir_with_a_stale_shard)
+    assert prepare.main(["--mimic3", str(mimic3_fixture(tmp_path)), "--out", str(out),
+                         "--no-progress"]) == 0
+    assert json.loads((out / shards.MANIFEST).read_text())["unlisted_files"] == [f"train/{stale}"]
+    assert f"{out / 'train' / stale} is not in the manifest and will never be read" in \
+        capsys.readouterr().err
+
+
+def test_manifest_names_known_categories_and_only_counts_others(tmp_path):
+    rows = [m3_row(1, 1, "Synthetic.", category="Physician "),
+            m3_row(2, 2, "Synthetic.", category="Mary Jones seen 3/4"),  # a custom export
+            m3_row(3, 3, "Synthetic.", category="Another free text")]
+    path = write(tmp_path / "NOTEEVENTS.csv", csv_bytes(rows), False)
+    manifest = prepare.run(path, out=tmp_path / "out", progress=False)
+    assert manifest["inputs"]["mimic3"]["categories"] == {"(other category)": 2, "Physician": 1}
+    assert "Mary" not in json.dumps(manifest)

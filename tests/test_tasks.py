@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import gin
@@ -52,13 +51,45 @@ def _examples(name: str, count: int, split: str = "train", seed: int = 1) -> lis
     return list(ds.take(count).as_numpy_iterator())
 
 
-def test_import_registers_everything_without_touching_files(monkeypatch):
-    monkeypatch.setenv(sources.DATA_DIR_ENV, "/nonexistent/prepared")
-    for name in [*tasks.TASKS.values(), tasks.SYNTHETIC_TASK]:
-        task = seqio.TaskRegistry.get(name)
-        assert set(task.output_features) == {"inputs", "targets"}
-        assert all(f.add_eos for f in task.output_features.values())
-    assert {t.name for t in seqio.MixtureRegistry.get(tasks.MIXTURE).tasks} == set(tasks.TASKS.values())
+_IMPORT_PROBE = """
+import os, sys
+watched = tuple(os.environ[name] for name in {names!r})
+touched = []
+
+def audit(event, args):
+    if event in ("open", "os.listdir", "os.scandir", "os.mkdir", "os.stat") and args:
+        path = os.fsdecode(args[0]) if isinstance(args[0], (str, bytes, os.PathLike)) else ""
+        if path.startswith(watched):
+            touched.append((event, path))
+
+sys.addaudithook(audit)
+import seqio
+from clinical_t5x import tasks
+for name in [*tasks.TASKS.values(), tasks.SYNTHETIC_TASK]:
+    task = seqio.TaskRegistry.get(name)
+    assert set(task.output_features) == {{"inputs", "targets"}}, name
+    assert all(f.add_eos for f in task.output_features.values()), name
+assert {{t.name for t in seqio.MixtureRegistry.get(tasks.MIXTURE).tasks}} == set(tasks.TASKS.values())
+print("TOUCHED", touched)
+"""
+
+
+def test_import_registers_everything_without_touching_files(tmp_path):
+    """In a fresh interpreter (an earlier import in this one would prove nothing), importing
+    the tasks registers all of them and opens, lists or creates nothing under the data,
+    vocabulary or cache folders, which need not exist yet."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    for name in ENV:
+        env[name] = str(tmp_path / name.lower())
+    (tmp_path / synthetic_default.CACHE_ENV.lower()).mkdir()
+    probe = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(names=ENV)], env=env,
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    assert "TOUCHED []" in probe.stdout, probe.stdout
+    assert not list((tmp_path / synthetic_default.CACHE_ENV.lower()).iterdir())
 
 
 def test_missing_data_dir_is_named(monkeypatch):
@@ -70,11 +101,11 @@ def test_missing_data_dir_is_named(monkeypatch):
         _examples("mimic3_span_corruption", 1)
 
 
-def test_missing_split_is_named(corpus, tmp_path, monkeypatch):
-    (tmp_path / "train").mkdir()  # a data dir whose validation split is missing
+def test_data_dir_without_manifest_is_refused(corpus, tmp_path, monkeypatch):
+    (tmp_path / "train").mkdir()  # an unfinished prepare: shards may exist, no manifest
     monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setenv(VOCAB_DIR_ENV, str(corpus / "vocab"))
-    with pytest.raises(FileNotFoundError, match=r"no validation shards: expected files matching .*validation/mimic3-\*\.tfrecord"):
+    with pytest.raises(FileNotFoundError, match=r"manifest.json not found"):
         _examples("mimic3_span_corruption", 1, split="validation")
 
 
@@ -160,7 +191,8 @@ def test_mixture_names_a_source_that_was_not_prepared(corpus, tmp_path, monkeypa
             (tmp_path / split / shard.name).symlink_to(shard)
     monkeypatch.setenv(sources.DATA_DIR_ENV, str(tmp_path))
     monkeypatch.setenv(VOCAB_DIR_ENV, str(corpus / "vocab"))
-    with pytest.raises(FileNotFoundError, match=r"no validation shards: .*mimic4_discharge-\*\.tfrecord"):
+    with pytest.raises(FileNotFoundError, match=r"validation/mimic4_discharge-00000-of-00002"
+                                                 r"\.tfrecord: listed in the manifest but missing"):
         _examples(tasks.MIXTURE, 1, split="validation")
 
 
@@ -185,16 +217,18 @@ def test_gin_selects_vocabulary_and_data_dir(corpus, tmp_path, monkeypatch):
         tasks.vocabulary_for()
 
 
-def test_cache_build_is_deterministic_and_race_safe(corpus, tmp_path):
-    results: list[Path] = []
-    racers = [threading.Thread(target=lambda: results.append(synthetic_default._corpus.__wrapped__(tmp_path)))
-              for _ in range(2)]
-    for racer in racers:
-        racer.start()
-    for racer in racers:
-        racer.join()
-    assert results == [tmp_path / synthetic_default.VERSION] * 2
-    assert os.listdir(tmp_path) == [synthetic_default.VERSION]  # no half-built copy left behind
-    for name in ("vocab/spiece.model", "prepared/train/mimic3-00000-of-00004.tfrecord"):
-        assert (tmp_path / synthetic_default.VERSION / name).read_bytes() == (corpus / name).read_bytes()
-    assert oct((tmp_path / synthetic_default.VERSION).stat().st_mode & 0o777) == "0o700"
+def test_a_shard_the_manifest_does_not_list_is_never_read(corpus, tmp_path):
+    """A failed `prepare --overwrite` may leave an older run's shards beside the new ones."""
+    prepared = corpus / "prepared"
+    (tmp_path / "manifest.json").symlink_to(prepared / "manifest.json")
+    for split in shards.SPLITS:
+        (tmp_path / split).mkdir()
+        for shard in prepared.glob(f"{split}/*.tfrecord"):
+            (tmp_path / split / shard.name).symlink_to(shard)
+    stale = shards.ShardWriter(tmp_path / "train" / shards.shard_name("mimic3", 0, 9))
+    stale.write(shards.ExampleEncoder()(b"an older run", b"stale", 1, b"mimic3", b"Nursing"))
+    stale.close()
+    source = sources.PreparedShards(lambda: str(tmp_path), ["mimic3"])
+    assert str(stale.path) not in source.list_shards("train")
+    note_ids = {ex["note_id"] for ex in source.get_dataset("train", shuffle=False).as_numpy_iterator()}
+    assert b"stale" not in note_ids and len(note_ids) > 100

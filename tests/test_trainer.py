@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from clinical_t5x.train import checkpoints, trainer as train
+from clinical_t5x.train import checkpoint_formats, checkpoints, preemption, trainer as train
+from test_owner_only import assert_owner_only
 
 STEPS = 10
 # A very small model and batch so that each trainer process spends its time starting, not
@@ -53,6 +54,19 @@ def _env(cache_dir: str, devices: int = 2, **extra: str) -> dict[str, str]:
     return env
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_trainer_outlives_its_test():
+    """A failed test must not leave trainers running (some train for 100,000 steps)."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None and not getattr(proc, "module_scoped", False):
+            proc.kill()
+            proc.wait()
+
+
 def _start(model_dir: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
     log = model_dir.parent / f"{model_dir.name}-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
@@ -61,6 +75,7 @@ def _start(model_dir: Path, env: dict[str, str], *extra: str) -> subprocess.Pope
              f"--gin.MODEL_DIR='{model_dir}'", *extra],
             env=env, stdout=out, stderr=subprocess.STDOUT)
     proc.log = log
+    _STARTED.append(proc)
     return proc
 
 
@@ -75,9 +90,10 @@ def _wait(proc: subprocess.Popen, timeout: float = 240) -> int:
     return rc
 
 
-def _after_checkpoint(proc: subprocess.Popen, model_dir: Path, step: int, sig: int) -> None:
+def _after_checkpoint(proc: subprocess.Popen, model_dir: Path, step: int, sig: int,
+                      timeout: float = 240) -> None:
     """Sends `sig` as soon as a checkpoint at or past `step` is complete."""
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + timeout
     while (checkpoints.latest_step(model_dir) or 0) < step:
         if proc.poll() is not None:
             _fail(proc, "trainer ended before it was interrupted")
@@ -103,6 +119,7 @@ def reference(tmp_path_factory, cache_dir):
     """An uninterrupted run, started in the background while a test starts its own."""
     model_dir = tmp_path_factory.mktemp("reference") / "model"
     proc = _start(model_dir, _env(cache_dir))
+    proc.module_scoped = True
 
     def losses() -> dict[int, float]:
         _wait(proc)
@@ -112,14 +129,20 @@ def reference(tmp_path_factory, cache_dir):
     proc.kill()
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cache_dir,
                                                                  reference):
     model_dir, env = tmp_path / "model", _env(cache_dir)
-    victim = _start(model_dir, env)
+    umask = os.umask(0o022)  # a usual umask: owner-only must not depend on the caller's
+    try:
+        victim = _start(model_dir, env)
+    finally:
+        os.umask(umask)
     _after_checkpoint(victim, model_dir, 3, signal.SIGKILL)
     victim.wait()
     killed_at = checkpoints.latest_step(model_dir)
     assert killed_at < STEPS
+    assert_owner_only(model_dir)  # checkpoints, event files, whatever was in flight
 
     assert _wait(_start(model_dir, env)) == 0
     assert checkpoints.latest_step(model_dir) == STEPS
@@ -156,19 +179,22 @@ def _slurm_env(process: int, port: int) -> dict[str, str]:
             "SLURM_NODEID": "0"}
 
 
-@pytest.mark.parametrize("launcher", [
-    pytest.param(_explicit_env, id="explicit"),
-    pytest.param(_slurm_env, id="slurm", marks=pytest.mark.slow),
-])
-def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, launcher):
+def _two_processes(model_dir: Path, cache_dir: str, *extra: str,
+                   launcher=_explicit_env) -> list[subprocess.Popen]:
     port = _free_port(61440)  # in the range JAX's Slurm detection picks from
-    model_dir = tmp_path / "model"
-    procs = [
+    return [
         _start(model_dir, _env(cache_dir, devices=1, JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
-                               **launcher(i, port)),
-               "--gin.CHECKPOINT_PERIOD=5")
+                               **launcher(i, port)), *extra)
         for i in range(2)
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [pytest.param(_explicit_env, id="explicit"),
+                                      pytest.param(_slurm_env, id="slurm")])
+def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, launcher):
+    model_dir = tmp_path / "model"
+    procs = _two_processes(model_dir, cache_dir, "--gin.CHECKPOINT_PERIOD=5", launcher=launcher)
     for proc in procs:
         assert _wait(proc, timeout=900) == 0  # three trainers start slowly on a busy machine
     both = _losses(model_dir)
@@ -178,6 +204,23 @@ def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, la
     dataset_dir = model_dir / f"checkpoint_{STEPS}" / "dataset"
     assert sorted(p.name for p in dataset_dir.glob("*.index")) == [
         "train_ds-000-of-002.index", "train_ds-001-of-002.index"]
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpointed_step(tmp_path,
+                                                                            cache_dir):
+    model_dir = tmp_path / "model"
+    procs = _two_processes(model_dir, cache_dir, "--gin.TRAIN_STEPS=100000",
+                           "--gin.CHECKPOINT_PERIOD=2", "--gin.train.log_period=100000",
+                           "--gin.train.stop_check_period=3")
+    _after_checkpoint(procs[1], model_dir, 2, signal.SIGTERM, timeout=900)  # the second host only
+    assert [_wait(proc, timeout=900) for proc in procs] == [train.EXIT_PREEMPTED] * 2
+    stopped = checkpoints.latest_step(model_dir)
+    assert stopped % 3 == 0  # an agreed step, the same for both (one complete checkpoint)
+    dataset_dir = model_dir / f"checkpoint_{stopped}" / "dataset"
+    assert len(list(dataset_dir.glob("*.index"))) == 2
+    log = procs[0].log.read_text(errors="replace")
+    assert "stopped at step" in log
 
 
 # ----------------------------------------------------------------------------- in process
@@ -270,13 +313,24 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, gin_
     assert result.exit_code == train.EXIT_NONFINITE
     assert result.step < STEPS
     good = checkpoints.latest_step(model_dir)
-    assert good is None or good < result.step
+    # Step 1's loss is computed before any update, so step 1 was saved; the bad step was not.
+    assert good is not None and 1 <= good < result.step
+    params = checkpoint_formats.read_params(checkpoints.step_dir(model_dir, good))
+    assert all(np.isfinite(leaf).all() for leaf in _leaves(params))
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for value in tree.values():
+            yield from _leaves(value)
+    else:
+        yield np.asarray(tree)
 
 
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, gin_config):
     model_dir = tmp_path / "model"
     _configure(model_dir, "--gin.TRAIN_STEPS=1000", "--gin.CHECKPOINT_PERIOD=1000")
-    flag = train._StopFlag()
+    flag = preemption.StopFlag()
     previous = signal.signal(signal.SIGTERM, flag)
 
     def terminate_once_training():
@@ -302,7 +356,7 @@ def test_flags_follow_t5x():
     assert args.gin_file == ["a.gin", "b.gin"]
     assert args.gin_bindings == ["MODEL_DIR='/x'", "TRAIN_STEPS=3"]
     assert args.gin_search_paths == ["/p,/q"]
-    assert any(Path(p, "builtin", "tiny.gin").is_file() for p in train.default_gin_search_paths())
+    assert any(Path(p, "gin", "builtin", "tiny.gin").is_file() for p in train.default_gin_search_paths())
     with pytest.raises(SystemExit):
         train.parse_flags([])
 

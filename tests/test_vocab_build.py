@@ -25,6 +25,10 @@ def _write_prepared(root, notes, num_shards):
         writers[row % num_shards].write(encode(text.encode(), str(row).encode(), row, b"mimic3", b"Nursing"))
     for writer in writers:
         writer.close()
+    manifest = {"format": shards.FORMAT,
+                "kept": {"train": {"mimic3": {"notes": len(notes), "bytes": 0}}},
+                "shards": {"train": {"mimic3": [w.path.name for w in writers]}}}
+    (root / shards.MANIFEST).write_text(json.dumps(manifest))
     return root
 
 
@@ -79,7 +83,7 @@ def test_cli_reports_errors_cleanly(tmp_path, capsys):
     assert vocab_build.main(args) == 1
     assert "50000 pieces failed" in capsys.readouterr().err
     assert vocab_build.main(["--prepared", str(tmp_path / "nothing"), "--out", str(tmp_path / "v")]) == 1
-    assert "no training shards" in capsys.readouterr().err
+    assert "manifest.json not found" in capsys.readouterr().err
 
 
 def test_sample_is_deterministic_and_independent_of_sharding(tmp_path):
@@ -91,7 +95,12 @@ def test_sample_is_deterministic_and_independent_of_sharding(tmp_path):
     assert sample == vocab_build.sample_prepared_notes(four, 50, seed=3)
     assert sample != vocab_build.sample_prepared_notes(one, 50, seed=4)
     assert sorted(vocab_build.sample_prepared_notes(one, 500, seed=3)) == sorted(notes)
-    with pytest.raises(FileNotFoundError, match="train"):
+    # A shard the manifest does not list (left by an earlier run) is never read.
+    stale = shards.ShardWriter(one / "train" / shards.shard_name("mimic3", 0, 9))
+    stale.write(shards.ExampleEncoder()(b"stale note", b"999", 999, b"mimic3", b"Nursing"))
+    stale.close()
+    assert sorted(vocab_build.sample_prepared_notes(one, 500, seed=3)) == sorted(notes)
+    with pytest.raises(FileNotFoundError, match="missing.*manifest.json not found"):
         vocab_build.sample_prepared_notes(tmp_path / "missing", 5, seed=0)
 
 

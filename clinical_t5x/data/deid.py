@@ -96,12 +96,27 @@ _MISC = "[MISC]"
 _DATE_TEXT, _EMPTY = "date", ""
 # Unknown labels are counted by their label (id removed, truncated), never by note text.
 _MAX_LABEL_CHARS = 40
-# Only label-shaped text (a few words of letters, digits and label punctuation) is recorded; a
-# placeholder holding anything else (a malformed one could hold note text) is counted under
-# `_UNREADABLE_LABEL`, so the manifest can never carry note text.
+# A label is recorded only when it is label-shaped (a few words of letters, short numbers and
+# label punctuation) AND every word is one of MIMIC's label words below; anything else (a
+# custom export's `[**Mary Jones**]`, a malformed placeholder holding prose) is counted under
+# `_UNREADABLE_LABEL`. So the manifest can only ever show words from this fixed list.
 _LABEL_SHAPE = re.compile(r"[A-Za-z][A-Za-z0-9()/#.,' -]*")
 _MAX_LABEL_WORDS = 5
+# One whitespace-separated word of a label: letters (joined by "/", "'" or "-"), at most two
+# digits glued on or alone ("First Name8", "(NamePattern4)", "Age over 90", "Address(1)"),
+# never a number joined to another ("3/4", "555-1234").
+_LABEL_TOKEN = re.compile(r"\(?[A-Za-z]*(?:[/'-][A-Za-z]+)*\d{0,2}\)?(?:\(\d{1,2}\))?,?")
 _UNREADABLE_LABEL = "(unreadable label)"
+_WORD = re.compile(r"[A-Za-z]+")
+# Words of MIMIC-III's placeholder labels and their qualifiers, lowercased; the words of every
+# label in `_LABEL_TAGS` are added below.
+_EXTRA_LABEL_WORDS = frozenset("""
+    ambig amb attending box cc contact day dictator digits doctor email female first
+    hospital info initial initials known last lf location male md month name namepattern
+    ni numeric over pattern po pre prefix prefixes radiology record serial social sname
+    stitle street titles un universities unit ward wardname year zip zipcode code county
+    countries only holiday range date number of
+""".split())
 _MAX_CACHE = 4096
 
 
@@ -114,6 +129,10 @@ def _label_key(label: str) -> str:
 
 _KEY_TO_TAG: dict[str, str] = {
     _label_key(label): tag for tag, labels in _LABEL_TAGS.items() for label in labels
+}
+_LABEL_WORDS: frozenset[str] = _EXTRA_LABEL_WORDS | {
+    word.lower() for labels in _LABEL_TAGS.values() for label in labels
+    for word in _WORD.findall(label)
 }
 # Placeholder text without its trailing id -> tag, `_DATE_TEXT` or `_EMPTY` (None: unknown).
 _cache: dict[str, str | None] = {}
@@ -152,9 +171,12 @@ class DeidCounts:
 
 
 def _reportable_label(inner: str) -> str:
-    """The label of an unknown placeholder as the manifest may show it (see `_LABEL_SHAPE`)."""
+    """The label of an unknown placeholder as the manifest may show it: only MIMIC label words
+    (`_LABEL_WORDS`) and short numbers (`_LABEL_TOKEN`), else `_UNREADABLE_LABEL`."""
     label = _TRAILING_ID.sub("", inner).strip()[:_MAX_LABEL_CHARS]
-    if _LABEL_SHAPE.fullmatch(label) and len(label.split()) <= _MAX_LABEL_WORDS:
+    if (_LABEL_SHAPE.fullmatch(label) and len(label.split()) <= _MAX_LABEL_WORDS
+            and all(_LABEL_TOKEN.fullmatch(token) for token in label.split())
+            and all(word.lower() in _LABEL_WORDS for word in _WORD.findall(label))):
         return label
     return _UNREADABLE_LABEL
 

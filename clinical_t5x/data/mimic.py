@@ -79,6 +79,21 @@ MIMIC4_RADIOLOGY = Schema(source="mimic4_radiology", **_MIMIC4)
 # File stem inside the MIMIC-IV note directory -> schema.
 MIMIC4_FILES: dict[str, Schema] = {"discharge": MIMIC4_DISCHARGE, "radiology": MIMIC4_RADIOLOGY}
 SOURCES: tuple[str, ...] = (MIMIC3.source, MIMIC4_DISCHARGE.source, MIMIC4_RADIOLOGY.source)
+# The categories the official files hold (MIMIC-III CATEGORY, whitespace stripped; MIMIC-IV
+# note_type). The manifest names these verbatim and counts any other string under
+# `OTHER_CATEGORY`: a custom export's category column could hold anything, note text included.
+KNOWN_CATEGORIES: frozenset[str] = frozenset({
+    "Case Management", "Consult", "Discharge summary", "ECG", "Echo", "General", "Nursing",
+    "Nursing/other", "Nutrition", "Pharmacy", "Physician", "Radiology", "Rehab Services",
+    "Respiratory", "Social Work",
+    "DS", "AD", "RR", "AR",
+})
+OTHER_CATEGORY = "(other category)"
+
+
+def reportable_category(category: str) -> str:
+    """`category` when it is one of `KNOWN_CATEGORIES`, else `OTHER_CATEGORY`."""
+    return category if category.strip() in KNOWN_CATEGORIES else OTHER_CATEGORY
 
 
 def find_mimic4_files(note_dir: str | Path) -> dict[Schema, Path]:

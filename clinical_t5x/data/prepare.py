@@ -33,6 +33,7 @@ import queue
 import shutil
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -46,7 +47,7 @@ from clinical_t5x.data.first_pass import ChunkDrops, Decisions, Scan, ScanPlan
 from clinical_t5x.data.near_dedup import NearOptions
 from clinical_t5x.data.shards import FORMAT, MANIFEST, read_manifest
 from clinical_t5x.data.mimic import (CHUNK_BYTES, MIMIC3, Chunk, Layout, RecordChunks, Schema, check_header,
-                                find_mimic4_files)
+                                find_mimic4_files, reportable_category)
 from clinical_t5x.data.prepare_worker import (DROP_REASONS, MALFORMED_EXAMPLES, Worker, WorkerConfig, WorkerResult,
                                          split_of, worker_process)
 
@@ -240,14 +241,20 @@ def _inputs(mimic3: str | Path | None, mimic4_dir: str | Path | None) -> dict[Sc
 
 
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    """Creates OUT owner-only; an earlier output is replaced only with `overwrite`."""
+    """Creates OUT owner-only; an earlier output is replaced only with `overwrite`, and a
+    deletion that fails stops the run (its old shards must not sit beside the new ones)."""
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out} is not empty; use --overwrite to replace a previous output")
-        (out / MANIFEST).unlink(missing_ok=True)  # first: a half-replaced OUT must look unfinished
-        (out / canary_notes.FILE).unlink(missing_ok=True)
-        for split in shards.SPLITS:
-            shutil.rmtree(out / split, ignore_errors=True)
+        try:
+            (out / MANIFEST).unlink(missing_ok=True)  # first: a half-replaced OUT must look unfinished
+            (out / canary_notes.FILE).unlink(missing_ok=True)
+            for split in shards.SPLITS:
+                if (out / split).exists():
+                    shutil.rmtree(out / split)
+        except OSError as e:
+            raise OSError(f"--overwrite could not delete the previous output in {out} "
+                          f"({e.strerror}: {e.filename}); remove it by hand") from None
     owner_only.make_dir(out)
     for split in shards.SPLITS:
         owner_only.make_dir(out / split)
@@ -266,6 +273,10 @@ def _input_entry(source: str, chunks: RecordChunks, merged: WorkerResult) -> dic
         raise RuntimeError(f"internal error: {chunks.path}: {rows} rows read but "
                            f"{kept} kept + {sum(dropped.values())} dropped")
     malformed = sorted((line, why) for src, line, why in merged.malformed if src == source)
+    categories: Counter = Counter()  # known category strings verbatim, others only counted
+    for (src, category), count in merged.categories.items():
+        if src == source:
+            categories[reportable_category(category)] += count
     return {
         "path": str(chunks.path), "file_bytes": chunks.size, "rows_read": rows, "kept": kept,
         "dropped": dropped, "text_chars_read": parsed.get("text_chars", 0), "error": chunks.error,
@@ -273,7 +284,7 @@ def _input_entry(source: str, chunks: RecordChunks, merged: WorkerResult) -> dic
         "blank_lines": parsed.get("blank_lines", 0),
         "notes_with_nul_removed": parsed.get("notes_with_nul_removed", 0),
         "boilerplate_lines_removed": parsed.get("boilerplate_lines_removed", 0),
-        "categories": dict(sorted((c, n) for (src, c), n in merged.categories.items() if src == source)),
+        "categories": dict(sorted(categories.items())),
         "malformed_rows": [{"line": line, "why": why} for line, why in malformed[:MALFORMED_EXAMPLES]],
     }
 
@@ -417,17 +428,20 @@ def run(mimic3: str | Path | None = None, mimic4_dir: str | Path | None = None, 
     manifest.update(_cross_row_report(manifest, results, decisions, downstream))
     if canaries:
         canary_notes.plant(out, manifest, canaries, canary_repeats, canary_seed)
+    manifest["unlisted_files"] = shards.unlisted_files(out, manifest)
     _write_json_private(out / MANIFEST, manifest)
     return manifest
 
 
-def _summary(manifest: dict) -> str:
+def _summary(manifest: dict, out_dir: Path) -> str:
     kept = {split: sum(v["notes"] for v in sources.values()) for split, sources in manifest["kept"].items()}
     dropped = ", ".join(f"{k} {v}" for k, v in manifest["dropped"].items() if v) or "none"
     lines = [f"read {manifest['rows_read']} rows; kept train {kept['train']}, validation "
              f"{kept['validation']}; dropped: {dropped}"]
     lines += [f"warning: {error}" for error in manifest["errors"]]
     lines += [f"warning: category filter {c!r} matched no row" for c in manifest["unmatched_category_filters"]]
+    lines += [f"warning: {out_dir / name} is not in the manifest and will never be read"
+              for name in manifest["unlisted_files"]]
     return "\n".join(lines)
 
 
@@ -505,7 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as e:  # a failed worker: reported by exception type only
         print(f"clinical-t5x prepare: failed: {e}", file=sys.stderr)
         return 1
-    print(_summary(manifest), file=sys.stderr)
+    print(_summary(manifest, args.out), file=sys.stderr)
     print(f"wrote {args.out / MANIFEST}", file=sys.stderr)
     return 0
 

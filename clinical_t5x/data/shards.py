@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from clinical_t5x import owner_only
 
@@ -24,12 +24,36 @@ def shard_name(source: str, shard: int, num_shards: int) -> str:
     return f"{source}-{shard:05d}-of-{num_shards:05d}.tfrecord"
 
 
-def shard_pattern(out_dir: str | Path, split: str, source: str) -> str:
-    """The glob that readers (SeqIO tasks, vocabulary sampling) use for one split and source.
+def listed_shards(out_dir: str | Path, split: str, sources: Sequence[str]) -> list[str]:
+    """The files of `split` for `sources` as `manifest.json` lists them, sorted (so every host
+    of a pod sees the same list). Readers never glob: a shard left on disk by an earlier run
+    that the manifest does not list is never read. Errors name the source or the missing file.
 
-    Joined as a string, not a Path, so that `gs://` data dirs keep their double slash.
+    Joined as strings, not Paths, so that `gs://` data dirs keep their double slash.
     """
-    return os.path.join(str(out_dir), split, f"{source}-*.tfrecord")
+    manifest = read_manifest(out_dir)
+    listed = manifest["shards"].get(split, {})
+    gfile = _tf().io.gfile
+    files = []
+    for source in sources:
+        if source not in listed:
+            raise FileNotFoundError(
+                f"no {split} shards for {source}: {os.path.join(str(out_dir), MANIFEST)} lists "
+                f"{sorted(listed) or 'none'} (prepare that source, or use the other sources' tasks)")
+        files += [os.path.join(str(out_dir), split, name) for name in listed[source]]
+    for path in files:
+        if not gfile.exists(path):
+            raise FileNotFoundError(f"{path}: listed in the manifest but missing; prepare again")
+    return sorted(files)
+
+
+def unlisted_files(out_dir: str | Path, manifest: dict) -> list[str]:
+    """`split/name` of the shard files on disk that `manifest` does not list (readers skip them)."""
+    listed = {f"{split}/{name}" for split, by_source in manifest["shards"].items()
+              for names in by_source.values() for name in names}
+    on_disk = {f"{split}/{path.name}" for split in SPLITS
+               for path in Path(out_dir, split).glob("*.tfrecord")}
+    return sorted(on_disk - listed)
 
 
 def text_features() -> dict:

@@ -368,7 +368,7 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _write_tokenizer(vocab_dir: Path, out_dir: Path, model_rows: int) -> None:
     """Copy the vocabulary folder's HF tokenizer files (sentinels and DEID tags as special
-    tokens at their ids); build them with helper C's `build_hf_tokenizer` when the folder
+    tokens at their ids); build them with `clinical_t5x.text.tokenizer.build_hf_tokenizer` when the folder
     lacks them. Checks the result against the folder's `clinical_vocab.json` (tag ids) and
     the checkpoint (every id needs an embedding row)."""
     if (vocab_dir / "tokenizer.json").is_file() and (vocab_dir / "tokenizer_config.json").is_file():
@@ -413,6 +413,7 @@ def _write_legacy_token_files(tokenizer: Any, out_dir: Path) -> None:
             "unk_token": tokenizer.unk_token, "additional_special_tokens": list(extra)})
 
 
+@owner_only.private_umask()
 def export(
     checkpoint: str | os.PathLike,
     vocab_dir: str | os.PathLike,
@@ -451,11 +452,9 @@ def export(
     _write_json(out_dir / "config.json", config)
     _write_json(out_dir / "generation_config.json", {
         "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0})
-    card = model_card.render(config, str(reader.step_dir), str(vocab_dir), out_dir.name)
+    card = model_card.render(config, reader.step_dir, vocab_dir, out_dir)
     with owner_only.open_file(out_dir / "README.md", "w") as out:
         out.write(card)
-    for path in out_dir.iterdir():
-        os.chmod(path, 0o600)
     return out_dir
 
 

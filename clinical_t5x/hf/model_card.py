@@ -6,7 +6,9 @@ License, so the card says plainly that the folder must not be redistributed or u
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 _TEMPLATE = """---
@@ -21,7 +23,7 @@ tags: [t5, clinical, mimic]
 # Clinical T5 ({flavour})
 
 A T5 encoder-decoder pretrained with span corruption by `clinical_t5x`, exported from the
-t5x-layout checkpoint `{checkpoint}`.
+t5x-layout checkpoint `{checkpoint}` (paths relative to this folder).
 
 | | |
 |---|---|
@@ -51,10 +53,19 @@ model = AutoModelForSeq2SeqLM.from_pretrained("{out_name}")
 """
 
 
-def render(config: Mapping[str, Any], checkpoint: str, vocab: str, out_name: str) -> str:
-    """The card text for an exported folder with HF `config` (a config.json dict)."""
+def relative_path(path: str | os.PathLike, out_dir: str | os.PathLike) -> str:
+    """`path` as seen from the exported folder: the card travels with the folder, and an
+    absolute path would tell every reader the exporting machine's user and folder names."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+
+
+def render(config: Mapping[str, Any], checkpoint: str | os.PathLike, vocab: str | os.PathLike,
+           out_dir: str | os.PathLike) -> str:
+    """The card text for the folder `out_dir` exported with HF `config` (a config.json dict)
+    from `checkpoint` and `vocab`, both named relative to `out_dir`."""
     flavour = "T5 1.1, gated GELU" if config["feed_forward_proj"].startswith("gated") else "T5 1.0, ReLU"
     fields = {k: config[k] for k in (
         "num_layers", "num_decoder_layers", "d_model", "d_ff", "num_heads", "d_kv", "vocab_size",
         "feed_forward_proj")}
-    return _TEMPLATE.format(flavour=flavour, checkpoint=checkpoint, vocab=vocab, out_name=out_name, **fields)
+    return _TEMPLATE.format(flavour=flavour, checkpoint=relative_path(checkpoint, out_dir),
+                            vocab=relative_path(vocab, out_dir), out_name=Path(out_dir).name, **fields)

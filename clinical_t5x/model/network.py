@@ -4,7 +4,7 @@ Parameter names, shapes, initialisers and the query-scaling convention follow t5
 network (`t5x/examples/t5/network.py`): the 1/sqrt(head_dim) attention scaling is folded into the
 query kernel's initialiser and never applied at run time, which keeps t5x checkpoints and
 converted Hugging Face weights exact. Layers are a Python loop (unrolled), attention is einsum:
-both measured faster than `nn.scan` / `dot_product_attention` on CPU (PERFORMANCE-NOTES.md).
+both measured faster than `nn.scan` / `dot_product_attention` on CPU (docs/performance.md).
 Every parameter and the main activations carry t5x's logical axis names for partitioning.
 """
 from __future__ import annotations
@@ -221,7 +221,7 @@ class MlpBlock(nn.Module):
 
 
 class _Residual(nn.Module):
-    """Shared helper: dropout (broadcast over length, as t5x) then residual add."""
+    """Dropout (broadcast over length, as t5x) then residual add, shared by both layer kinds."""
 
     rate: float
 

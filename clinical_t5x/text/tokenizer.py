@@ -19,6 +19,7 @@ from typing import Sequence
 from sentencepiece import sentencepiece_model_pb2
 from transformers import T5TokenizerFast
 
+from clinical_t5x import owner_only
 from clinical_t5x.data import deid
 from clinical_t5x.text.vocab import NUM_SENTINELS, SPIECE_NAME, added_tokens, sentinel_token
 
@@ -75,12 +76,13 @@ def _check_ids(tokenizer: T5TokenizerFast, num_pieces: int, path: Path, tags: Se
                            f"(tokenizer length {len(tokenizer)}, expected {num_pieces + len(expected)})")
 
 
+@owner_only.private_umask()
 def save_hf_tokenizer(vocab_dir_or_spiece: str | os.PathLike, out_dir: str | os.PathLike,
                       lowercase: bool | None = None) -> list[Path]:
-    """Write the HF tokenizer files (and a copy of spiece.model) into `out_dir`; returns the paths."""
+    """Write the HF tokenizer files (and a copy of spiece.model) into `out_dir`, owner-only from
+    creation (transformers writes them itself); returns the paths."""
     spiece = _spiece_path(vocab_dir_or_spiece)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = owner_only.make_dir(out_dir)
     written = [Path(p) for p in build_hf_tokenizer(spiece, lowercase).save_pretrained(out)]
     target = out / SPIECE_NAME
     if not target.exists() or not os.path.samefile(spiece, target):

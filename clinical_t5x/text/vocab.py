@@ -1,6 +1,6 @@
 """The clinical vocabulary: SentencePiece pieces, then 100 sentinels, then the DEID tags.
 
-Id layout (ARCHITECTURE.md): ``[0, S)`` pieces (pad 0, eos 1, unk 2, no bos); ``<extra_id_i>`` is
+Id layout (docs/architecture.md): ``[0, S)`` pieces (pad 0, eos 1, unk 2, no bos); ``<extra_id_i>`` is
 ``S + 99 - i``; tag ``k`` of the folder's tag tuple is ``S + 100 + k``; the model's embedding has
 ``S + 100 + T`` rounded up to a multiple of 128 rows.
 
@@ -111,7 +111,7 @@ class ClinicalVocabulary(seqio.Vocabulary):
         self._digest = hashlib.sha256(self._model_bytes).hexdigest()
         self._check_model()
 
-    # -- construction helpers -------------------------------------------------------------------
+    # -- construction -------------------------------------------------------------------------
     def _check_model(self) -> None:
         sp = self._sp
         if (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) != (0, 1, 2, -1):

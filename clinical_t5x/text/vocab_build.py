@@ -114,8 +114,7 @@ def write_vocab_folder(out_dir: str | os.PathLike, source: str, details: dict[st
         "spiece_sha256": hashlib.sha256(spiece.read_bytes()).hexdigest(),
         **(details or {}),
     }
-    for path in tokenizer.save_hf_tokenizer(spiece, out):
-        path.chmod(0o600)
+    tokenizer.save_hf_tokenizer(spiece, out)
     _write_private(out / vocab.CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out
 
@@ -153,15 +152,6 @@ def _sample_key(seed: int, shard_name: str, note_id: bytes) -> bytes:
     return hashlib.blake2b(f"{seed}\0{shard_name.split('-')[0]}\0".encode() + note_id, digest_size=16).digest()
 
 
-def _manifest_train_notes(prepared_dir: Path) -> int | None:
-    """The progress bar's total; unknown (None) rather than an error when the manifest is."""
-    try:
-        manifest = shards.read_manifest(prepared_dir)
-        return sum(int(v["notes"]) for v in manifest["kept"][TRAIN_SPLIT].values())
-    except (OSError, KeyError, TypeError, ValueError):
-        return None
-
-
 def _batches(records, path: Path) -> Iterator[dict]:
     """Parsed record batches; a malformed shard is named in the error (its text never is)."""
     try:
@@ -175,12 +165,15 @@ def sample_prepared_notes(prepared_dir: str | os.PathLike, sample_notes: int, se
     """A deterministic sample of training notes: the `sample_notes` with the smallest seeded hash
     of (source, note_id), independent of shard count and order."""
     root = Path(prepared_dir)
-    files = sorted((root / TRAIN_SPLIT).glob("*.tfrecord"))
+    manifest = shards.read_manifest(root)
+    sources = sorted(manifest["kept"][TRAIN_SPLIT])
+    files = [Path(f) for f in shards.listed_shards(root, TRAIN_SPLIT, sources)]
     if not files:
-        raise FileNotFoundError(f"no training shards: expected {root / TRAIN_SPLIT}/<source>-*.tfrecord")
+        raise FileNotFoundError(f"no training shards listed in {root / shards.MANIFEST}")
+    total = sum(int(v["notes"]) for v in manifest["kept"][TRAIN_SPLIT].values())
     features = shards.text_features()
     heap: list[tuple[int, str]] = []  # the kept notes, keyed by minus their hash (a max-heap)
-    with tqdm(total=_manifest_train_notes(root), desc="sampling notes", unit="note", file=sys.stderr) as bar:
+    with tqdm(total=total, desc="sampling notes", unit="note", file=sys.stderr) as bar:
         for path in files:
             records = tf.data.TFRecordDataset(str(path)).batch(1024).map(
                 lambda r: tf.io.parse_example(r, features))

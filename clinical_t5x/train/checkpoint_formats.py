@@ -90,7 +90,7 @@ def resolve_step_dir(path: str | os.PathLike) -> Path:
     return steps[-1][1]
 
 
-# --------------------------------------------------------------------------- tree helpers
+# --------------------------------------------------------------------------- trees
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -257,13 +257,14 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
     return unflatten(dict(reader))
 
 
+@owner_only.private_umask()
 def write_params_checkpoint(
     params: Mapping[str, Any], out_dir: str | os.PathLike, step: int = 0
 ) -> Path:
     """Write `params` as `out_dir/checkpoint_<step>/state/` in t5x's Orbax layout
     (`{"target": params, "state": {"step": step}}`, no optimizer state) and return the step
     folder. Orbax writes to a temporary folder and renames it, so an interrupted write never
-    looks complete. Files are owner-only: imported weights may be licensed."""
+    looks complete. Files are owner-only from creation: imported weights may be licensed."""
     import orbax.checkpoint as ocp
 
     out_dir = owner_only.make_dir(out_dir)
@@ -278,7 +279,5 @@ def write_params_checkpoint(
     with ocp.CheckpointManager(out_dir.resolve(), item_handlers=handlers, options=options) as manager:
         manager.save(step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.PyTreeSave(tree)}))
         manager.wait_until_finished()
-    step_dir = out_dir / f"checkpoint_{step}"
-    owner_only.restrict_tree(step_dir)
-    return step_dir
+    return out_dir / f"checkpoint_{step}"
 

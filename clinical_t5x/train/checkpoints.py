@@ -12,7 +12,8 @@ exporter read both trainers' checkpoints)::
 Orbax writes each step into `checkpoint_<step>.orbax-checkpoint-tmp*` and renames it only
 once every host has finished, after writing `commit_success.txt`; a checkpoint is COMPLETE
 when it has its final name and that marker. Anything else (a temporary folder left by a
-kill, a folder missing its marker) is skipped and moved aside, never fatal.
+kill, a folder missing its marker) is skipped and moved aside, never fatal; a complete
+checkpoint that cannot be read stops the run (`RestoreError`).
 
 The data position is the host's `tf.data` iterator state (saved through the clu
 `DatasetIterator` protocol: `save(path)` / `restore(path)`), so resuming costs the size of
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 STEP_PREFIX = "checkpoint"
 DATASET_ITEM = "dataset"
 _STEP_DIR = re.compile(rf"^{STEP_PREFIX}_(\d+)$")
+
+
+class RestoreError(RuntimeError):
+    """A complete checkpoint could not be read (the message names its folder)."""
 
 
 class DataIterator(Protocol):
@@ -219,31 +224,28 @@ class Checkpointer:
         """Restores the newest complete checkpoint (or `step`) into the layout of `state_like`.
 
         `state_like` is a train state or its `abstract_like` skeleton; shardings come from it.
-        A checkpoint that fails to read is logged and the next older one is tried, so one
-        damaged folder never stops a run. Returns (state, step), or None when MODEL_DIR holds
-        no complete checkpoint; raises if there are some but none is readable (a silent
-        restart from step 0 would waste the run).
+        Only incomplete folders (no commit marker) are ever passed over, and those were set
+        aside when the Checkpointer opened. A complete checkpoint that fails to read raises
+        `RestoreError`: falling back to an older one would make the run save over the newer
+        step's place in history (a transient storage error would silently fork the run).
+        Returns (state, step), or None when MODEL_DIR holds no complete checkpoint.
         """
-        candidates = [step] if step is not None else complete_steps(self.model_dir)[::-1]
+        if step is None:
+            step = self.latest_step()
+            if step is None:
+                return None
         abstract = abstract_like(state_like)
-        for candidate in candidates:
-            args = {STATE_ITEM: ocp.args.StandardRestore(to_t5x_tree(abstract))}
-            if self._data_iterator is not None:
-                args[DATASET_ITEM] = DataIteratorArgs(self._data_iterator)
-            try:
-                restored = self._manager.restore(candidate, args=ocp.args.Composite(**args))
-            except Exception as err:  # noqa: BLE001 - a damaged checkpoint must not be fatal
-                if step is not None:
-                    raise
-                log.warning("skipping unreadable checkpoint %s: %s: %s",
-                            step_dir(self.model_dir, candidate), type(err).__name__, err)
-                continue
-            return from_t5x_tree(state_like, restored[STATE_ITEM]), candidate
-        if candidates:
-            raise RuntimeError(
-                f"no readable checkpoint among {[step_dir(self.model_dir, s).name for s in candidates]}"
-                f" in {self.model_dir} (see the warnings above); move them aside to start afresh")
-        return None
+        args = {STATE_ITEM: ocp.args.StandardRestore(to_t5x_tree(abstract))}
+        if self._data_iterator is not None:
+            args[DATASET_ITEM] = DataIteratorArgs(self._data_iterator)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**args))
+        except Exception as err:  # noqa: BLE001 - re-raised with the folder it concerns
+            raise RestoreError(
+                f"cannot restore {step_dir(self.model_dir, step)} ({type(err).__name__}: {err}); "
+                "the run stops rather than resume from an older step. If storage was briefly "
+                "unavailable, rerun; if the folder is damaged, move it out of MODEL_DIR") from err
+        return from_t5x_tree(state_like, restored[STATE_ITEM]), step
 
     def wait_until_finished(self) -> None:
         """Waits for pending writes, then makes the finished checkpoints' files owner-only

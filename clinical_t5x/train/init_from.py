@@ -1,7 +1,7 @@
 """Initialise a model from an existing checkpoint (imported T5-Base/SciFive, or any t5x one).
 
 T5-Base and SciFive know T5's 32,000 pieces and 100 sentinels (32,100 ids) but not our DEID
-tags, which sit right after them (ARCHITECTURE.md). A random row would make each tag an
+tags, which sit right after them (docs/architecture.md). A random row would make each tag an
 outlier the model first has to tame; starting each tag's row at the mean embedding of the
 word pieces of what it stands for (`[Name]` -> "name") gives it a meaningful start.
 """

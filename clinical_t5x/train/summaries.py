@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from clu import metric_writers
 
 from clinical_t5x.model import flops
 
@@ -34,7 +33,10 @@ def peak_flops_total() -> float | None:
 def create_writers(model_dir: str | os.PathLike, eval_name: str
                    ) -> tuple[metric_writers.MetricWriter, metric_writers.MetricWriter]:
     """Writers for `MODEL_DIR/train` and `MODEL_DIR/training_eval/<task>` (t5x's folders);
-    only process 0 writes files, the others only log."""
+    only process 0 writes files, the others only log. clu's writers bring TensorFlow, hence
+    the import here: importing the training code stays TensorFlow-free."""
+    from clu import metric_writers
+
     quiet = jax.process_index() > 0
     train = metric_writers.create_default_writer(
         os.path.join(model_dir, "train"), just_logging=quiet, asynchronous=True)

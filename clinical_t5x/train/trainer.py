@@ -7,7 +7,10 @@ run survive preemption:
 * the run resumes by itself from the newest complete checkpoint in MODEL_DIR (parameters,
   optimiser state, step, and each host's input-pipeline position), so a restarted run sees
   exactly the batches and dropout keys the interrupted one would have seen;
-* SIGTERM (TPU preemption) finishes the current step, writes a checkpoint and exits 143;
+* SIGTERM (TPU preemption) on any host finishes the current step, and at a step every host
+  agrees on (`clinical_t5x.train.preemption`) writes a checkpoint and exits 143;
+* a complete checkpoint that cannot be read stops the run (exit 4) instead of resuming from
+  an older one;
 * a non-finite loss stops the run before the bad state can be saved.
 
 Data: each host reads only its shards of the SeqIO task (`seqio.ShardInfo`) with a fixed
@@ -26,7 +29,6 @@ import functools
 import logging
 import math
 import os
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,10 +36,13 @@ from typing import Any
 
 import gin
 
+from clinical_t5x import owner_only
+
 log = logging.getLogger("clinical_t5x.train")
 
 EXIT_OK = 0
 EXIT_NONFINITE = 3
+EXIT_RESTORE_FAILED = 4
 EXIT_PREEMPTED = 143  # 128 + SIGTERM, what a scheduler expects of a terminated job
 
 
@@ -149,32 +154,6 @@ def task_vocabulary(task_name: str):
 
 
 # ----------------------------------------------------------------------------- training
-
-
-class _StopFlag:
-    """Set by SIGTERM; the loop checks it between steps (a signal never interrupts a step)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        del frame
-        log.warning("received signal %d: checkpointing after the current step", signum)
-        self.requested = True
-
-
-def _preempted(flag: _StopFlag, step: int) -> bool:
-    """All hosts must agree on the step at which to stop: on several hosts JAX's
-    preemption sync point decides (it watches SIGTERM itself); on one, our flag."""
-    import jax
-    from jax.experimental import multihost_utils
-
-    if jax.process_count() > 1:
-        try:
-            return multihost_utils.reached_preemption_sync_point(step)
-        except RuntimeError:  # preemption service not enabled in this cluster
-            return False
-    return flag.requested
 
 
 def _host_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -292,6 +271,7 @@ class TrainResult:
 
 
 @gin.configurable(module="clinical_t5x.train", denylist=["stop_flag"])
+@owner_only.private_umask()
 def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
           batch_size: int = gin.REQUIRED, task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
           mixture_or_task_name: str = gin.REQUIRED, init_checkpoint: str | None = None,
@@ -300,19 +280,21 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
           checkpoint_period: int = 1000, keep_checkpoints: int | None = None,
           log_period: int = 100, data_shards: int | None = None, data_seed: int = 0,
           model_seed: int = 0, peak_flops_per_device: float | None = None,
-          stop_flag: _StopFlag | None = None) -> TrainResult:
+          stop_check_period: int = 10,
+          stop_flag: preemption.StopFlag | None = None) -> TrainResult:
     """Trains to `train_steps` (absolute, like t5x), resuming from MODEL_DIR's checkpoints.
 
     `init_known_vocab_rows`: how many leading vocabulary ids the INIT_CHECKPOINT was trained
     with (32,100 for T5-Base and SciFive); tag rows past it start from their word pieces.
+    `stop_check_period`: on several hosts, how often (steps) they agree whether any of them got
+    SIGTERM (`clinical_t5x.train.preemption`). Everything written is owner-only (umask).
     """
     import jax
 
-    from clinical_t5x.train import checkpoints, summaries
-
     from clinical_t5x.model import flops, network, optim, partitioning, steps
+    from clinical_t5x.train import checkpoints, preemption, summaries
 
-    stop_flag = stop_flag or _StopFlag()
+    should_stop = preemption.StopAgreement(stop_flag or preemption.StopFlag(), stop_check_period)
     config = network.T5Config()
     vocabulary = task_vocabulary(mixture_or_task_name)
     if config.vocab_size < vocabulary.vocab_size:
@@ -360,7 +342,7 @@ def train(*, model_dir: str = gin.REQUIRED, train_steps: int = gin.REQUIRED,
             log_now = step % log_period == 0 or final
             eval_now = eval_ds is not None and (step % eval_period == 0 or final)
             save_now = step % checkpoint_period == 0 or final
-            stop_now = _preempted(stop_flag, step)
+            stop_now = should_stop(step)
             if not (log_now or eval_now or save_now or stop_now):
                 continue
             # Every step since the last look must be finite before anything is saved.
@@ -423,7 +405,7 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clinical_t5x.train import runtime
+    from clinical_t5x.train import checkpoints, preemption, runtime
 
     runtime.configure_cpu_runtime()
     args = parse_flags(sys.argv[1:] if argv is None else argv)
@@ -432,13 +414,12 @@ def main(argv: list[str] | None = None) -> int:
 
     partitioning.initialize_distributed()
     configure_gin(args.gin_file, args.gin_bindings, args.gin_search_paths)
-    os.umask(0o077)  # checkpoints and summaries derive from credentialed notes: owner-only
-    flag = _StopFlag()
-    import jax
-
-    if jax.process_count() == 1:
-        signal.signal(signal.SIGTERM, flag)
-    result = train(stop_flag=flag)
+    flag = preemption.install_sigterm_handler()
+    try:
+        result = train(stop_flag=flag)
+    except checkpoints.RestoreError as err:
+        log.error("%s", err)
+        return EXIT_RESTORE_FAILED
     log.info("finished at step %d", result.step)
     return result.exit_code
 
