@@ -52,7 +52,7 @@ def _exposure(report, repeats):
     return row
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_most_repeated_canaries_are_exposed_only_by_the_trained_model(audited):
     # trained x64 and x16: 13.29 bits measured (resolution limit); fresh x64: 0.65
     assert _exposure(audited["trained"], 64)["median_bits"] > 10.0
@@ -62,7 +62,7 @@ def test_most_repeated_canaries_are_exposed_only_by_the_trained_model(audited):
     assert max(c["exposure_bits"] for c in audited["fresh"]["exposure"]["canaries"]) < 7.0
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_fresh_model_membership_is_near_chance(audited):
     # measured 0.462 on 54 + 54 notes; the bootstrap interval must hold 0.5
     fresh = audited["fresh"]["membership"]["attacks"]["loss"]
@@ -71,7 +71,7 @@ def test_fresh_model_membership_is_near_chance(audited):
     assert "likelihood_ratio" not in audited["fresh"]["membership"]["attacks"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_report_names_notes_by_id_only(audited):
     from clinical_t5x.data import canaries
 

@@ -105,6 +105,7 @@ def test_prepare_plants_in_training_notes_only_and_changes_nothing_else(raw, tmp
     assert json.loads(path.read_text())["seed"] == 2
 
 
+@pytest.mark.slow
 def test_hosts_do_not_depend_on_the_number_of_workers(raw, tmp_path):
     options = dict(validation_fraction=0.3, num_shards=2, progress=False, canaries=2, canary_repeats=(5,))
     prepare.run(*raw, out=tmp_path / "one", **options)

@@ -138,6 +138,7 @@ def _hf_source(folder: Path, dims: hf.Dims, seed: int, own_head: bool = True) ->
 # --------------------------------------------------------------------------- export
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour,layout", [("1.0", "orbax"), ("1.1", "msgpack")])
 def test_export_equals_jax_model(tmp_path, vocab_dir, clinical_vocab, flavour, layout):
     """Logits within 1e-4 and the same greedy tokens, from t5x checkpoints of both formats."""

@@ -64,6 +64,7 @@ def test_cached_tokens_equal_the_uncached_reference(t5_11):
     assert_varied(reference)
 
 
+@pytest.mark.slow
 def test_cached_tokens_equal_the_reference_with_a_tied_head():
     model = tiny_model(mlp_activations=("relu",), logits_via_embedding=True)
     params = tied_relu_params(model, seed=3)
@@ -73,6 +74,7 @@ def test_cached_tokens_equal_the_reference_with_a_tied_head():
     assert_varied(reference)
 
 
+@pytest.mark.slow
 def test_rows_stop_at_eos_and_scores_are_teacher_forced_log_probabilities(t5_11):
     model, params, free = t5_11
     eos = int(free[0, 4])  # a token the first row emits mid-way: make it the EOS id

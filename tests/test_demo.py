@@ -16,7 +16,7 @@ from clinical_t5x import demo
 from clinical_t5x.hf import fill_in
 from test_owner_only import assert_owner_only
 
-pytestmark = pytest.mark.slow  # every stage, with a trained and exported model: minutes
+pytestmark = pytest.mark.heavy  # every stage, with a trained and exported model: minutes
 
 SMALL_MODEL = [
     "BATCH_SIZE=8",
@@ -97,7 +97,7 @@ def test_fill_in_without_torch_says_how_to_install_it(demo_run, monkeypatch, cap
     assert demo.HF_INSTALL_HINT in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_demo_finetune_stage_scores_the_demo_model_on_synthetic_mednli(demo_run):
     out, done, _ = demo_run
     try:

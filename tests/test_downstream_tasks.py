@@ -67,6 +67,7 @@ def test_folder_from_gin_then_env(monkeypatch, folders, tmp_path):
         downstream.downstream_dir("radqa")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", downstream.TASKS)
 def test_examples_are_the_formatted_records(task, folders, vocab_dir):
     vocabulary = vocab_lib.load(vocab_dir)
@@ -83,6 +84,7 @@ def test_examples_are_the_formatted_records(task, folders, vocab_dir):
         assert expected[0] == downstream_examples.mednli_example(first)
 
 
+@pytest.mark.slow
 def test_fraction_tasks_nested_train_only(vocab_dir):
     vocabulary = vocab_lib.load(vocab_dir)
 

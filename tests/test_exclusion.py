@@ -44,6 +44,7 @@ def _records(out) -> list[dict]:
     return [r for p in sorted(out.glob("*/*.tfrecord")) for r in shards.read_examples(p)]
 
 
+@pytest.mark.slow
 def test_prepare_drops_exactly_the_named_patients_in_both_sources(tmp_path):
     raw = synth.write_synthetic(tmp_path / "raw", notes=NOTES, seed=SEED)
     planted = [p for p in synth.planted_duplicates(NOTES, SEED) if p.copy[0] == "mimic4_discharge"][:3]

@@ -42,6 +42,7 @@ def clean_gin(monkeypatch):
     gin.clear_config()
 
 
+@pytest.mark.slow
 def test_cli_runs_train_best_on_validation_and_test_then_resumes(tmp_path, vocab_dir, data_dir):
     init = write_checkpoint(tmp_path / "init", vocab.load(vocab_dir).model_vocab_size)
     argv = ["finetune", "mednli", "--init", str(init), "--vocab", str(vocab_dir),
@@ -99,7 +100,7 @@ QUALITY_STEPS = 300
 MARGIN = {"mednli": 10.0}
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("task", sorted(MARGIN))
 def test_tiny_model_beats_the_majority_baseline(tmp_path, task):
     from clinical_t5x.data import synthetic_default

@@ -23,7 +23,7 @@ import pytest
 
 pytestmark = [
     pytest.mark.t5x,
-    pytest.mark.slow,
+    pytest.mark.heavy,
     pytest.mark.skipif(importlib.util.find_spec("t5x") is None, reason="t5x is not importable"),
 ]
 

@@ -33,6 +33,7 @@ def test_every_model_and_train_module_imports_without_tensorflow_or_seqio():
     pytest.fail("imports TensorFlow/seqio: " + "; ".join(offenders))
 
 
+@pytest.mark.slow
 def test_the_probe_sees_a_heavy_import():
     out = subprocess.run([sys.executable, "-c", PROBE, "clinical_t5x.tasks"], capture_output=True,
                          text=True, timeout=300, check=True).stdout

@@ -19,6 +19,7 @@ def test_cross_entropy_and_z_loss_match_the_definitions():
     np.testing.assert_allclose(per_token, ce + 1e-4 * log_z ** 2, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_is_softmax_minus_onehot_plus_z_term():
     grad = jax.grad(lambda x: losses.cross_entropy_with_z_loss(x, TARGETS, 1e-4)[0].sum())(LOGITS)
     probs = jax.nn.softmax(LOGITS)

@@ -115,6 +115,7 @@ def model_and_params():
     return model, init(model, seed=1)
 
 
+@pytest.mark.slow
 def test_packed_segments_give_the_logits_of_the_separate_examples(model_and_params):
     model, params = model_and_params
     apply = jitted_apply(model)
@@ -153,6 +154,7 @@ def test_padding_does_not_change_logits(model_and_params):
     np.testing.assert_allclose(padded[:, :3], short, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_greedy_decode_is_consistent_with_teacher_forcing(model_and_params):
     model, params = model_and_params
     enc = jnp.array([[5, 6, 7, 1], [9, 3, 1, 0]], jnp.int32)
@@ -168,6 +170,7 @@ def test_greedy_decode_is_consistent_with_teacher_forcing(model_and_params):
         assert not out[stop:].any()  # padded with 0 after EOS, as Hugging Face
 
 
+@pytest.mark.slow
 def test_dropout_bf16_and_tied_head():
     cfg = tiny_config(dtype="bfloat16", dropout_rate=0.5, mlp_activations=("relu",),
                       logits_via_embedding=True)
@@ -197,13 +200,14 @@ def test_t5config_gin_binding_static_and_dynamic_registration():
         assert network.T5Config().mlp_activations == ("gelu", "linear")
         gin.clear_config()
         gin.parse_config("from __gin__ import dynamic_registration\n"
-                         "from clinical_t5x import network\n"
+                         "from clinical_t5x.model import network\n"
                          "network.T5Config.num_heads = 12")
         assert network.T5Config().num_heads == 12
     finally:
         gin.clear_config()
 
 
+@pytest.mark.slow
 def test_remat_recomputes_layers_with_the_same_parameters_and_gradients():
     """`remat=True` keeps t5x's parameter tree and the gradients (dropout on), and the backward
     pass really recomputes: the differentiated program holds one `remat` per layer."""

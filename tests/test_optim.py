@@ -18,6 +18,7 @@ def test_rsqrt_schedule_is_constant_during_warmup_then_decays():
         optim.rsqrt_schedule(1.0, 0)
 
 
+@pytest.mark.slow
 def test_first_update_follows_adafactor_by_hand():
     # Step 0: decay 1 - 1**-0.8 = 0, so v = g^2 and the update is sign(g) (RMS 1: no
     # clipping), scaled by lr and max(RMS(param), 1e-3).
@@ -33,6 +34,7 @@ def test_first_update_follows_adafactor_by_hand():
     assert float(optim.current_learning_rate(state)) == pytest.approx(0.1)
 
 
+@pytest.mark.slow
 def test_factoring_only_for_dims_of_at_least_128_and_matches_optax_adafactor():
     params = {"kernel": jnp.ones((256, 130)), "relpos": jnp.ones((8, 32))}
     grads = jax.tree_util.tree_map(

@@ -142,6 +142,7 @@ def _one_step(partitioner: Partitioner, microbatches: int | None, batch):
     return float(metrics["loss"]), jax.device_get(state.params)
 
 
+@pytest.mark.slow
 def test_preset_meshes_train_alike():
     """Every distinct mesh shape of the presets, scaled to the 8 forced CPU devices (model axis
     kept, data axis 8 // model), with its presets' microbatching, takes the same step."""

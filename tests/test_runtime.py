@@ -107,6 +107,7 @@ def run_script(tmp_path, dtype="float32", backend="not-started", **env_overrides
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
+@pytest.mark.slow
 def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
     seen, stderr = run_script(tmp_path, "float32")
     assert seen["GLIBC_TUNABLES"] == runtime.GLIBC_TUNABLES
@@ -120,6 +121,7 @@ def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
     assert bf16["added"] == [] and bf16["XLA_FLAGS"] is None
 
 
+@pytest.mark.slow
 def test_user_flags_win_and_a_started_backend_is_left_alone(tmp_path):
     user = "--xla_cpu_experimental_onednn_fusion_type=dot"
     seen, _ = run_script(tmp_path, "float32", XLA_FLAGS=user)

@@ -40,6 +40,7 @@ def _direct(params, inputs, targets):
     return np.array(out)
 
 
+@pytest.mark.slow
 def test_log_probs_match_the_model_for_any_batching(checkpoint):
     root, params = checkpoint
     rng = np.random.default_rng(0)
@@ -54,6 +55,7 @@ def test_log_probs_match_the_model_for_any_batching(checkpoint):
     np.testing.assert_allclose(sharded.log_probs(inputs, targets), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_greedy_decode_matches_network_greedy_decode(checkpoint):
     root, params = checkpoint
     rng = np.random.default_rng(1)

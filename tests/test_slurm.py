@@ -181,6 +181,7 @@ def test_every_process_gets_slurms_environment(tmp_path):
     assert "job 4242 run 1 on localhost" in job_log and "trainer exit status 0" in job_log
 
 
+@pytest.mark.slow
 def test_time_limit_checkpoints_requeues_and_the_next_run_resumes(tmp_path):
     result, calls, model_dir = run_job(
         tmp_path, env={"FAKE_SLURM_TIME_LIMIT_WHEN": str(tmp_path / "model" / "progress")})

@@ -103,6 +103,7 @@ def test_groups_ending_in_no_or_one_spare_token(vocabulary, tokens):
     assert [len(e["inputs"]) + 1 for e in examples] == [512] + [3] * (tokens == 569)
 
 
+@pytest.mark.slow
 def test_statistics_and_reconstruction_over_10000_examples(clinical_vocabulary):
     vocabulary = clinical_vocabulary
     tags = tuple(vocabulary.tag_ids.values())
@@ -141,6 +142,7 @@ def test_other_settings_are_honoured(vocabulary):
     assert max(len(e["inputs"]) for e in examples) == 255
 
 
+@pytest.mark.slow
 def test_deterministic_under_seqio_seed(vocabulary):
     _, ds = _notes(40, seed=4, low=50, high=vocabulary.vocab_size - 100)
     first, again, other = (_corrupt(ds, vocabulary, seed=s) for s in (11, 11, 12))

@@ -61,6 +61,7 @@ def sgd_baseline(single_device):
     return train(single_device, SGD)[:2]
 
 
+@pytest.mark.slow
 def test_init_is_sharded_and_eval_matches_first_train_loss(adafactor_run):
     part = partitioning.Partitioner(num_partitions=2)
     state = steps.init_train_state(MODEL, OPTIMIZER, part, None, jax.random.PRNGKey(42),
@@ -97,11 +98,13 @@ def assert_same_training(state, history, other_state, other_history):
         state.params, other_state.params)
 
 
+@pytest.mark.slow
 def test_microbatched_update_equals_full_batch(single_device, sgd_baseline):
     state, history, _ = train(single_device, SGD, num_microbatches=4)
     assert_same_training(state, history, *sgd_baseline)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_partitions", [2, 1, 4])  # meshes 4x2 (+ microbatches), 8x1, 2x4
 def test_sharded_step_equals_unsharded(num_partitions, sgd_baseline):
     part = partitioning.Partitioner(num_partitions=num_partitions)
@@ -143,7 +146,7 @@ def chain_task_losses(dtype: str, num_steps: int = 200) -> np.ndarray:
     return np.asarray(jax.device_get(losses), np.float64)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_bf16_and_fp32_training_curves_agree_over_200_steps():
     """bf16 activations (float32 parameters and loss) follow the float32 curve: every 20-step
     window's mean loss within 5% of float32's, and both learn the task (loss at least halved)."""

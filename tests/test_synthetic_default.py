@@ -29,6 +29,7 @@ def test_corpus_has_a_manifest_its_shards_and_a_vocabulary(corpus):
     assert not (corpus / "raw").exists()  # the synthetic CSVs are not kept
 
 
+@pytest.mark.slow
 def test_cache_build_is_deterministic_and_race_safe(corpus, tmp_path):
     results: list[Path] = []
     racers = [threading.Thread(target=lambda: results.append(synthetic_default._corpus.__wrapped__(tmp_path)))

@@ -74,6 +74,7 @@ print("TOUCHED", touched)
 """
 
 
+@pytest.mark.slow
 def test_import_registers_everything_without_touching_files(tmp_path):
     """In a fresh interpreter (an earlier import in this one would prove nothing), importing
     the tasks registers all of them and opens, lists or creates nothing under the data,
@@ -133,6 +134,7 @@ def test_synthetic_examples_are_span_corrupted_with_eos(synthetic_examples):
     assert any(tags & set(ex["inputs"].tolist()) for ex in examples)
 
 
+@pytest.mark.slow
 def test_deterministic_under_seed(synthetic_examples):
     """Same seed, same examples: file order, shuffling and span corruption (whose dependence on
     the seed test_span_corruption checks) all follow it."""
@@ -141,6 +143,7 @@ def test_deterministic_under_seed(synthetic_examples):
                for a, b in zip(synthetic_examples[:20], again, strict=True))
 
 
+@pytest.mark.slow
 def test_packs_with_encdec_feature_converter(corpus):
     ds = seqio.get_dataset(tasks.SYNTHETIC_TASK, LENGTHS, dataset_split="validation", shuffle=False,
                            num_epochs=1, feature_converter=seqio.EncDecFeatureConverter(pack=True))
@@ -153,6 +156,7 @@ def test_packs_with_encdec_feature_converter(corpus):
     np.testing.assert_array_equal(batch["encoder_segment_ids"] > 0, batch["encoder_input_tokens"] > 0)
 
 
+@pytest.mark.slow
 def test_each_host_reads_only_its_files(corpus):
     source = seqio.get_mixture_or_task(tasks.SYNTHETIC_TASK).source
 
@@ -171,6 +175,7 @@ def test_each_host_reads_only_its_files(corpus):
         assert sorted(host) == sorted(in_files)
 
 
+@pytest.mark.slow
 def test_mixture_rates_follow_manifest_bytes(corpus, monkeypatch):
     monkeypatch.setenv(sources.DATA_DIR_ENV, str(corpus / "prepared"))
     monkeypatch.setenv(VOCAB_DIR_ENV, str(corpus / "vocab"))
@@ -196,6 +201,7 @@ def test_mixture_names_a_source_that_was_not_prepared(corpus, tmp_path, monkeypa
         _examples(tasks.MIXTURE, 1, split="validation")
 
 
+@pytest.mark.slow
 def test_gin_selects_vocabulary_and_data_dir(corpus, tmp_path, monkeypatch):
     monkeypatch.delenv(sources.DATA_DIR_ENV, raising=False)
     (tmp_path / "mimic_cased").symlink_to(corpus / "vocab")

@@ -50,7 +50,7 @@ def test_ids_that_disagree_with_the_file_are_refused(vocab_dir, tmp_path):
         vocab.load(broken)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_a_few_training_steps_from_an_imported_released_model(vocab_dir, tmp_path, monkeypatch):
     """Scratch look-alike: vocab (folder ids, appended sentinels) + import-hf -> the built-in
     trainer runs span corruption over the mimic3 task with this vocabulary (TF numpy bridge)

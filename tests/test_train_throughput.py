@@ -73,7 +73,7 @@ def test_fewer_than_three_repeats_is_refused(bench):
         bench.parse_args(["--repeats", "2"])
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_micro_bf16_run_of_both_engines(request):
     """The GPU path's configuration (bf16 activations, shared FLOP count, tuned settings)
     end to end on CPU, on the micro model."""

@@ -129,7 +129,7 @@ def reference(tmp_path_factory, cache_dir):
     proc.kill()
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_kill9_then_resume_gives_the_uninterrupted_losses_exactly(tmp_path, cache_dir,
                                                                  reference):
     model_dir, env = tmp_path / "model", _env(cache_dir)
@@ -189,7 +189,7 @@ def _two_processes(model_dir: Path, cache_dir: str, *extra: str,
     ]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("launcher", [pytest.param(_explicit_env, id="explicit"),
                                       pytest.param(_slurm_env, id="slurm")])
 def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, launcher):
@@ -206,7 +206,7 @@ def test_two_processes_give_the_losses_of_one(tmp_path, cache_dir, reference, la
         "train_ds-000-of-002.index", "train_ds-001-of-002.index"]
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_sigterm_to_one_of_two_processes_stops_both_at_one_checkpointed_step(tmp_path,
                                                                             cache_dir):
     model_dir = tmp_path / "model"
@@ -262,6 +262,7 @@ def _source_checkpoint(directory: Path, known_rows: int) -> tuple[Path, dict]:
     return directory / "checkpoint_0", params
 
 
+@pytest.mark.slow
 def test_in_process_run_from_an_init_checkpoint_writes_t5x_summaries(tmp_path, gin_config,
                                                                      capsys, caplog):
     """One short run checks init-from-checkpoint (tag rows from word pieces), keep-N, the
@@ -306,6 +307,7 @@ def test_in_process_run_from_an_init_checkpoint_writes_t5x_summaries(tmp_path, g
     assert tags(model_dir / "training_eval" / "synthetic_span_corruption") >= {"loss", "accuracy"}
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, gin_config):
     model_dir = tmp_path / "model"
     _configure(model_dir, "--gin.LEARNING_RATE=1e30", "--gin.CHECKPOINT_PERIOD=1")
@@ -327,6 +329,7 @@ def _leaves(tree):
         yield np.asarray(tree)
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_the_current_step_and_stops(tmp_path, gin_config):
     model_dir = tmp_path / "model"
     _configure(model_dir, "--gin.TRAIN_STEPS=1000", "--gin.CHECKPOINT_PERIOD=1000")

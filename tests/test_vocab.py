@@ -69,6 +69,7 @@ def test_t5_sized_model_keeps_t5_ids(vocab_dir, tmp_path):
     assert (v.vocab_size, v.model_vocab_size) == (32115, 32128)
 
 
+@pytest.mark.slow
 def test_matches_hugging_face_tokenizer(vocab_dir, corpus):
     """The parity requirement: every text encodes to HF's ids and decodes to HF's string."""
     v = vocab.load(vocab_dir)
@@ -80,6 +81,7 @@ def test_matches_hugging_face_tokenizer(vocab_dir, corpus):
     assert [v.decode(ids) for ids in ours] == hf.batch_decode(ours)
 
 
+@pytest.mark.slow
 def test_python_and_tensorflow_agree(vocab_dir, corpus):
     v = vocab.load(vocab_dir)
     ours = [v.encode(text) for text in corpus]
