@@ -31,7 +31,7 @@ from clinical_t5x.text import vocab
 TOKENIZER_NAME = "tokenizer.json"
 
 
-class TokenizersVocabulary(seqio.Vocabulary):
+class TokenizersVocabulary(vocab.FolderIdentity, seqio.Vocabulary):
     """seqio vocabulary of a vocabulary folder whose `clinical_vocab.json` says
     ``"backend": "tokenizers"``; the same public calls as `vocab.ClinicalVocabulary`."""
 
@@ -167,22 +167,6 @@ class TokenizersVocabulary(seqio.Vocabulary):
         text = tf.numpy_function(self._decode_numpy, [rows], tf.string, stateful=False)
         return tf.reshape(text, shape[:-1])
 
-    # -- identity -----------------------------------------------------------------------------------
+    # -- identity (equality, hashing, pickling: vocab.FolderIdentity) ----------------------------
     def _key(self) -> tuple:
         return (self._digest, tuple(sorted(self._config["tag_ids"].items())))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, TokenizersVocabulary) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"directory": str(self._directory)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["directory"])
-
-    def __repr__(self) -> str:
-        return (f"TokenizersVocabulary({str(self._directory)!r}, source={self.source!r}, "
-                f"lowercase={self.lowercase}, vocab_size={self.vocab_size})")

@@ -97,7 +97,31 @@ def _re2_class(chars: str) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
-class ClinicalVocabulary(seqio.Vocabulary):
+class FolderIdentity:
+    """Identity of a vocabulary read from a folder: seqio compares features' vocabularies and
+    caching pickles them, so equality is the subclass's `_key()` and a pickle is the folder."""
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"directory": str(self._directory)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["directory"])
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self._directory)!r}, source={self.source!r}, "
+                f"lowercase={self.lowercase}, vocab_size={self.vocab_size})")
+
+
+class ClinicalVocabulary(FolderIdentity, seqio.Vocabulary):
     """seqio vocabulary of one vocabulary folder (see `clinical_t5x.text.vocab_build`)."""
 
     def __init__(self, directory: str | os.PathLike):
@@ -305,23 +329,6 @@ class ClinicalVocabulary(seqio.Vocabulary):
     # -- identity (seqio compares features' vocabularies; caching pickles them) -------------------
     def _key(self) -> tuple:
         return (self._digest, self.lowercase, self.tags)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClinicalVocabulary) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"directory": str(self._directory)}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["directory"])
-
-    def __repr__(self) -> str:
-        return (f"ClinicalVocabulary({str(self._directory)!r}, source={self.source!r}, "
-                f"lowercase={self.lowercase}, vocab_size={self.vocab_size})")
-
 
 def _location(directory: str | os.PathLike) -> Path | str:
     """Local folders as resolved Paths; URLs (gs://, as TPU pods use) as they are, read through tf.io.gfile."""
