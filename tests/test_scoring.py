@@ -40,7 +40,7 @@ def _direct(params, inputs, targets):
     return np.array(out)
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_log_probs_match_the_model_for_any_batching(checkpoint):
     root, params = checkpoint
     rng = np.random.default_rng(0)

@@ -262,7 +262,7 @@ def _source_checkpoint(directory: Path, known_rows: int) -> tuple[Path, dict]:
     return directory / "checkpoint_0", params
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 def test_in_process_run_from_an_init_checkpoint_writes_t5x_summaries(tmp_path, gin_config,
                                                                      capsys, caplog):
     """One short run checks init-from-checkpoint (tag rows from word pieces), keep-N, the
