@@ -31,7 +31,7 @@ from clinical_t5x.text import vocab
 TOKENIZER_NAME = "tokenizer.json"
 
 
-class TokenizersVocabulary(vocab.FolderIdentity, seqio.Vocabulary):
+class TokenizersVocabulary(vocab.FolderVocabulary, seqio.Vocabulary):
     """seqio vocabulary of a vocabulary folder whose `clinical_vocab.json` says
     ``"backend": "tokenizers"``; the same public calls as `vocab.ClinicalVocabulary`."""
 
@@ -68,22 +68,6 @@ class TokenizersVocabulary(vocab.FolderIdentity, seqio.Vocabulary):
         return [self._tokenizer.id_to_token(i) or "" for i in range(self._base_vocab_size)]
 
     # -- public description (as ClinicalVocabulary) -----------------------------------------------
-    @property
-    def directory(self) -> Path | str:
-        return self._directory
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    @property
-    def source(self) -> str:
-        return self._config["source"]
-
-    @property
-    def lowercase(self) -> bool:
-        return bool(self._config["lowercase"])
-
     @property
     def tags(self) -> tuple[str, ...]:
         """The DEID tags in id order (which is the source folder's, not necessarily deid.TAGS')."""
@@ -167,6 +151,6 @@ class TokenizersVocabulary(vocab.FolderIdentity, seqio.Vocabulary):
         text = tf.numpy_function(self._decode_numpy, [rows], tf.string, stateful=False)
         return tf.reshape(text, shape[:-1])
 
-    # -- identity (equality, hashing, pickling: vocab.FolderIdentity) ----------------------------
+    # -- identity (equality, hashing, pickling: vocab.FolderVocabulary) ----------------------------
     def _key(self) -> tuple:
         return (self._digest, tuple(sorted(self._config["tag_ids"].items())))

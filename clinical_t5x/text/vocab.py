@@ -97,9 +97,28 @@ def _re2_class(chars: str) -> str:
     return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
 
 
-class FolderIdentity:
-    """Identity of a vocabulary read from a folder: seqio compares features' vocabularies and
-    caching pickles them, so equality is the subclass's `_key()` and a pickle is the folder."""
+class FolderVocabulary:
+    """What every vocabulary read from a folder shares: its description from the folder's
+    `clinical_vocab.json` (`self._config`, `self._directory`), and its identity: seqio compares
+    features' vocabularies and caching pickles them, so equality is the subclass's `_key()` and a
+    pickle is the folder."""
+
+    @property
+    def directory(self) -> Path | str:
+        """The folder: a resolved Path, or a URL string for remote storage (gs://...)."""
+        return self._directory
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def source(self) -> str:
+        return self._config["source"]
+
+    @property
+    def lowercase(self) -> bool:
+        return bool(self._config["lowercase"])
 
     def _key(self) -> tuple:
         raise NotImplementedError
@@ -121,7 +140,7 @@ class FolderIdentity:
                 f"lowercase={self.lowercase}, vocab_size={self.vocab_size})")
 
 
-class ClinicalVocabulary(FolderIdentity, seqio.Vocabulary):
+class ClinicalVocabulary(FolderVocabulary, seqio.Vocabulary):
     """seqio vocabulary of one vocabulary folder (see `clinical_t5x.text.vocab_build`)."""
 
     def __init__(self, directory: str | os.PathLike):
@@ -203,28 +222,11 @@ class ClinicalVocabulary(FolderIdentity, seqio.Vocabulary):
 
     # -- public description ---------------------------------------------------------------------
     @property
-    def directory(self) -> Path | str:
-        """The folder: a resolved Path, or a URL string for remote storage (gs://...)."""
-        return self._directory
-
-    @property
     def spiece_path(self) -> Path | str:
         return self._file(SPIECE_NAME)
 
     def _file(self, name: str) -> Path | str:
         return folder_file(self._directory, name)
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return dict(self._config)
-
-    @property
-    def source(self) -> str:
-        return self._config["source"]
-
-    @property
-    def lowercase(self) -> bool:
-        return bool(self._config["lowercase"])
 
     @property
     def tags(self) -> tuple[str, ...]:
