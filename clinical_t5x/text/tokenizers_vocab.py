@@ -17,8 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import seqio
