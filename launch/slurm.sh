@@ -10,7 +10,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
 readonly HERE ROOT
-readonly VARIANTS=(tiny base sci scratch large)
+readonly PROG=slurm.sh
+# shellcheck source=launch/common.sh
+source "$HERE/common.sh"
 
 usage() {
   cat <<'EOF'
@@ -55,8 +57,6 @@ exit status: 0 done, 1 a command failed, 2 bad usage or configuration
 EOF
 }
 
-die() { echo "slurm.sh: error: $*" >&2; exit "${2:-2}"; }
-note() { echo "slurm.sh: $*" >&2; }
 
 # ---------------------------------------------------------------------------------------------
 # Options
@@ -72,8 +72,6 @@ NAME=clinical-t5x
 MAX_REQUEUES=20 SIGNAL_LEAD=300
 LOG_DIR="$HOME/clinical_t5x_logs/slurm"
 JOB_ID="" LINES=100 DRY_RUN=0
-
-need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 parse_args() {
   local positional=()
@@ -125,15 +123,6 @@ parse_args() {
 
 # ---------------------------------------------------------------------------------------------
 # Validation
-
-require_variant() {
-  local v
-  [[ -n "$VARIANT" ]] || die "$COMMAND needs a VARIANT: one of ${VARIANTS[*]}"
-  for v in "${VARIANTS[@]}"; do
-    [[ "$v" == "$VARIANT" ]] && return 0
-  done
-  die "unknown variant '$VARIANT'; one of ${VARIANTS[*]}"
-}
 
 # A local path becomes absolute (every node runs from the checkout, not from here); gs:// stays.
 absolute() {

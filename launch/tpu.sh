@@ -7,6 +7,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly HERE
+readonly PROG=tpu.sh
+# shellcheck source=launch/common.sh
+source "$HERE/common.sh"
 # Paths on the workers; $HOME is expanded there, not here.
 # shellcheck disable=SC2016
 readonly REMOTE_SRC='$HOME/clinical_t5x' REMOTE_LOGS='$HOME/clinical_t5x_logs'
@@ -22,7 +25,6 @@ readonly ACCELERATORS=(
   v5p-8 v5p-16 v5p-32 v5p-64 v5p-128 v5p-256 v5p-512 v5p-1024 v5p-2048
   v6e-1 v6e-4 v6e-8 v6e-16 v6e-32 v6e-64 v6e-128 v6e-256
 )
-readonly VARIANTS=(tiny base sci scratch large)
 
 usage() {
   cat <<'EOF'
@@ -70,8 +72,6 @@ exit status: 0 done, 1 a command failed, 2 bad usage or configuration, 3 quota o
 EOF
 }
 
-die() { echo "tpu.sh: error: $*" >&2; exit "${2:-2}"; }
-note() { echo "tpu.sh: $*" >&2; }
 
 # ---------------------------------------------------------------------------------------------
 # Options
@@ -91,8 +91,6 @@ GIN_BINDINGS=()
 MAX_RETRIES=20 BACKOFF=60 MAX_BACKOFF=1800 POLL=30 WAIT_TIMEOUT=86400
 LINES=100 FETCH_DIR=""
 LOC=()  # --project/--zone flags for every gcloud call
-
-need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
 
 parse_args() {
   local positional=()
@@ -154,15 +152,6 @@ require_accelerator() {
     [[ "$known" == "$ACCELERATOR" ]] && return 0
   done
   die "unknown accelerator type '$ACCELERATOR'; known: ${ACCELERATORS[*]}"
-}
-
-require_variant() {
-  local v
-  [[ -n "$VARIANT" ]] || die "$COMMAND needs a VARIANT: one of ${VARIANTS[*]}"
-  for v in "${VARIANTS[@]}"; do
-    [[ "$v" == "$VARIANT" ]] && return 0
-  done
-  die "unknown variant '$VARIANT'; one of ${VARIANTS[*]}"
 }
 
 require_train_config() {

@@ -1,0 +1,21 @@
+# Shared by launch/tpu.sh and launch/slurm.sh (sourced, not run): the model variants both
+# launchers know and the error and option helpers, so their messages and exit codes agree.
+# The sourcing script sets PROG (its name in messages), COMMAND and VARIANT.
+
+# shellcheck disable=SC2034  # used by the sourcing scripts
+readonly VARIANTS=(tiny base sci scratch large)
+
+die() { echo "$PROG: error: $*" >&2; exit "${2:-2}"; }
+note() { echo "$PROG: $*" >&2; }
+
+# An option that takes a value must be given one: `need_value "$@"` inside the option loop.
+need_value() { [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value"; }
+
+require_variant() {
+  local v
+  [[ -n "$VARIANT" ]] || die "$COMMAND needs a VARIANT: one of ${VARIANTS[*]}"
+  for v in "${VARIANTS[@]}"; do
+    [[ "$v" == "$VARIANT" ]] && return 0
+  done
+  die "unknown variant '$VARIANT'; one of ${VARIANTS[*]}"
+}
