@@ -31,6 +31,7 @@ import csv
 import gzip
 import json
 import os
+import platform
 import pstats
 import resource
 import shutil
@@ -66,6 +67,18 @@ def corpus(cache: Path, notes: int, seed: int) -> tuple[Path, int]:
         paths = synth.write_synthetic(folder, notes=notes, seed=seed, progress=True)
         info.write_text(json.dumps({"text_bytes": _text_bytes(paths)}))
     return folder, json.loads(info.read_text())["text_bytes"]
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; else what `platform` knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -139,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = text_bytes / MB
     if mb < args.min_mb:
         parser.error(f"corpus holds {mb:.0f} MB of note text < {args.min_mb:.0f} MB; raise --notes")
-    print(f"corpus: {folder} ({mb:.1f} MB of note text); {os.cpu_count()} CPUs, load average "
+    print(f"corpus: {folder} ({mb:.1f} MB of note text); {os.cpu_count()} CPUs ({cpu_model()}), load average "
           f"{os.getloadavg()[0]:.1f} (a shared machine: wall-clock figures are noisy)")
     tf_cpu = tensorflow_import_cpu()
     print(f"TensorFlow import: {tf_cpu:.1f} CPU s (once per run in the fork server for workers > 1; "
