@@ -21,6 +21,7 @@ the measured size per million notes); workers send each chunk's sketches and kee
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import itertools
@@ -37,8 +38,8 @@ from clinical_t5x.data import deid
 from clinical_t5x.data.mimic import SOURCES
 
 _WORD = re.compile(r"\w+")
-_NON_ASCII = re.compile(rb"[\x80-\xff]+")  # UTF-8 bytes of non-ASCII characters
-_CAPITAL_SIGMA = "\u03a3".encode("utf-8")
+_NON_ASCII_WORDS = "clinical_t5x.near_dedup.non_ascii_words"  # codec error handler name
+_CAPITAL_SIGMA = "\u03a3"
 _MASK = " deid "  # one word for every hidden span
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: order matters in a window's hash
 
@@ -77,28 +78,35 @@ class NearOptions:
 
 
 @functools.lru_cache(maxsize=4096)
-def _non_ascii_words(run: bytes) -> bytes:
-    """A run of non-ASCII characters (UTF-8) lowercased, with the characters `\\w` rejects made
-    spaces. Runs repeat (a degree sign, a dash), so the answers are cached."""
-    chars = run.decode("utf-8", "surrogatepass").lower()
-    return "".join(char if _WORD.match(char) else " " for char in chars).encode("utf-8", "surrogatepass")
+def _non_ascii_words(run: str) -> bytes:
+    """A run of non-ASCII characters lowercased, with the characters `\\w` rejects made
+    spaces, in UTF-8. Runs repeat (a degree sign, a dash), so the answers are cached."""
+    return "".join(char if _WORD.match(char) else " " for char in run.lower()).encode("utf-8", "surrogatepass")
+
+
+def _encode_non_ascii(error: UnicodeError) -> tuple[bytes, int]:
+    """The `_NON_ASCII_WORDS` codec error handler: the ASCII encoder hands it each run of
+    non-ASCII characters whole, and writes back `_non_ascii_words` of it."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return _non_ascii_words(error.object[error.start:error.end]), error.end
+
+
+codecs.register_error(_NON_ASCII_WORDS, _encode_non_ascii)
 
 
 def words(text: str) -> list[bytes]:
     """Lowercased word tokens (`\\w+`, UTF-8) with every DEID placeholder, blank or tag as `deid`.
 
     The same tokens as `re.findall(r"\\w+", masked.lower())`, a few times faster: C-level
-    `bytes.translate` and `split` cut the words, and only runs of non-ASCII characters are
-    looked at one by one. Lowercasing a run on its own is lowercasing it in its text, except
+    ASCII encoding, `bytes.translate` and `split` cut the words, and only runs of non-ASCII
+    characters reach Python. Lowercasing a run on its own is lowercasing it in its text, except
     for a capital sigma (final or not by its neighbours): a text holding one takes the regex.
     """
     masked = deid.mask(text, _MASK)
-    data = masked.encode("utf-8", "surrogatepass")
-    if not data.isascii():
-        if _CAPITAL_SIGMA in data:
-            return [word.encode("utf-8") for word in _WORD.findall(masked.lower())]
-        data = _NON_ASCII.sub(lambda run: _non_ascii_words(run[0]), data)
-    return data.translate(_ASCII_WORDS).split()
+    if _CAPITAL_SIGMA in masked:
+        return [word.encode("utf-8") for word in _WORD.findall(masked.lower())]
+    return masked.encode("ascii", _NON_ASCII_WORDS).translate(_ASCII_WORDS).split()
 
 
 def shingle_sets(notes: list[list[bytes]], size: int) -> list[list[bytes]]:
