@@ -119,7 +119,7 @@ def _print_run(workers: int, mode: str, r: dict, mb: float, first: tuple[int, fl
     first = first or (workers, rate)
     kept = sum(v["notes"] for split in r["manifest"]["kept"].values() for v in split.values())
     print(f"workers={workers} dedup={mode}: {r['elapsed']:6.1f} s wall, {rate:6.1f} MB/s, {rate / workers:5.1f} MB/s "
-          f"per worker; speed-up x{rate / first[1]:.2f} over workers={first[0]} "
+          f"per worker; speed-up x{rate / first[1]:.2f} over workers={first[0]} with --dedup {mode} "
           f"(linear: x{workers / first[0]:.2f}); {kept} notes kept", flush=True)
     if r["worker_cpu"]:
         busiest = max(r["worker_cpu"])
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
           f"imported here before the timed runs, so no run of workers=1 pays it)")
     import tensorflow  # noqa: F401, PLC0415 - the same start-up for every timed run
     out = Path(tempfile.mkdtemp(prefix="prepare_bench_"))
-    first: tuple[int, float] | None = None
+    first: dict[str, tuple[int, float]] = {}  # mode -> (workers, MB/s) of its first run: speed-ups
     try:
         for workers in args.workers:
             totals = {mode: [0.0, 0.0] for mode in args.dedup}  # wall, busiest CPU
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     busiest = max(r["worker_cpu"] + [r["reader_cpu"]])  # near: the reader clusters
                     totals[mode][0] += r["elapsed"]
                     totals[mode][1] += busiest
-                    _print_run(workers, mode, r, mb, first)
-                    first = first or (workers, mb / r["elapsed"])
+                    _print_run(workers, mode, r, mb, first.get(mode))
+                    first.setdefault(mode, (workers, mb / r["elapsed"]))
             if "exact" in totals and "near" in totals:
                 (wall_e, cpu_e), (wall_n, cpu_n) = totals["exact"], totals["near"]
                 print(f"workers={workers}: --dedup near runs at x{wall_e / wall_n:.2f} the wall rate and "
