@@ -31,6 +31,7 @@ import csv
 import gzip
 import json
 import os
+import platform
 import pstats
 import resource
 import shutil
@@ -66,6 +67,18 @@ def corpus(cache: Path, notes: int, seed: int) -> tuple[Path, int]:
         paths = synth.write_synthetic(folder, notes=notes, seed=seed, progress=True)
         info.write_text(json.dumps({"text_bytes": _text_bytes(paths)}))
     return folder, json.loads(info.read_text())["text_bytes"]
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux /proc/cpuinfo; else what `platform` knows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -106,7 +119,7 @@ def _print_run(workers: int, mode: str, r: dict, mb: float, first: tuple[int, fl
     first = first or (workers, rate)
     kept = sum(v["notes"] for split in r["manifest"]["kept"].values() for v in split.values())
     print(f"workers={workers} dedup={mode}: {r['elapsed']:6.1f} s wall, {rate:6.1f} MB/s, {rate / workers:5.1f} MB/s "
-          f"per worker; speed-up x{rate / first[1]:.2f} over workers={first[0]} "
+          f"per worker; speed-up x{rate / first[1]:.2f} over workers={first[0]} with --dedup {mode} "
           f"(linear: x{workers / first[0]:.2f}); {kept} notes kept", flush=True)
     if r["worker_cpu"]:
         busiest = max(r["worker_cpu"])
@@ -139,14 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     mb = text_bytes / MB
     if mb < args.min_mb:
         parser.error(f"corpus holds {mb:.0f} MB of note text < {args.min_mb:.0f} MB; raise --notes")
-    print(f"corpus: {folder} ({mb:.1f} MB of note text); {os.cpu_count()} CPUs, load average "
+    print(f"corpus: {folder} ({mb:.1f} MB of note text); {os.cpu_count()} CPUs ({cpu_model()}), load average "
           f"{os.getloadavg()[0]:.1f} (a shared machine: wall-clock figures are noisy)")
     tf_cpu = tensorflow_import_cpu()
     print(f"TensorFlow import: {tf_cpu:.1f} CPU s (once per run in the fork server for workers > 1; "
           f"imported here before the timed runs, so no run of workers=1 pays it)")
     import tensorflow  # noqa: F401, PLC0415 - the same start-up for every timed run
     out = Path(tempfile.mkdtemp(prefix="prepare_bench_"))
-    first: tuple[int, float] | None = None
+    first: dict[str, tuple[int, float]] = {}  # mode -> (workers, MB/s) of its first run: speed-ups
     try:
         for workers in args.workers:
             totals = {mode: [0.0, 0.0] for mode in args.dedup}  # wall, busiest CPU
@@ -156,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
                     busiest = max(r["worker_cpu"] + [r["reader_cpu"]])  # near: the reader clusters
                     totals[mode][0] += r["elapsed"]
                     totals[mode][1] += busiest
-                    _print_run(workers, mode, r, mb, first)
-                    first = first or (workers, mb / r["elapsed"])
+                    _print_run(workers, mode, r, mb, first.get(mode))
+                    first.setdefault(mode, (workers, mb / r["elapsed"]))
             if "exact" in totals and "near" in totals:
                 (wall_e, cpu_e), (wall_n, cpu_n) = totals["exact"], totals["near"]
                 print(f"workers={workers}: --dedup near runs at x{wall_e / wall_n:.2f} the wall rate and "

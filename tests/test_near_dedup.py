@@ -3,10 +3,12 @@ synthetic corpus's planted duplicates through `prepare --dedup near`."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
-from clinical_t5x.data import near_dedup, prepare, shards, synth
+from clinical_t5x.data import deid, near_dedup, prepare, shards, synth
 from clinical_t5x.data.near_dedup import NearOptions, Sketches
 
 NOTES, SEED = 1200, 3
@@ -18,16 +20,41 @@ def test_words_mask_every_deid_family_alike():
     mimic4 = "Seen by Dr. ___ on ___."
     prepared = "Seen by Dr. [Name] on [DAY]."
     assert near_dedup.words(mimic3) == near_dedup.words(mimic4) == near_dedup.words(prepared) == [
-        "seen", "by", "dr", "deid", "on", "deid"]
-    assert near_dedup.words("a ____ form line") == ["a", "____", "form", "line"]  # not a blank
+        b"seen", b"by", b"dr", b"deid", b"on", b"deid"]
+    assert near_dedup.words("a ____ form line") == [b"a", b"____", b"form", b"line"]  # not a blank
+
+
+@pytest.mark.parametrize("text", [
+    "Temp 37.9 °C, UOP ~30–50 cc/hr, creat 1.2 → 1.0 ± mild, a naïve response to 0.1 µg/kg/min",
+    "ÉCOLE İstanbul \u212a ΟΔΟΣ straße ǅ e\u0301 x\ud800y \t\x0c\x1c tab_sep __init__ ½ ²",
+    "",
+])
+def test_words_are_regex_words_of_the_lowercased_masked_text(text):
+    """The fast tokeniser cuts exactly what `\\w+` finds in the lowercased masked text,
+    non-ASCII letters, digits, combining marks and context-dependent lowercasing included."""
+    expected = re.findall(r"\w+", deid.mask(text, " deid ").lower())
+    assert near_dedup.words(text) == [w.encode("utf-8") for w in expected]
+
+
+def _shingles(tokens: list[str], size: int = 3) -> list[bytes]:
+    return near_dedup.shingle_sets([[t.encode() for t in tokens]], size)[0]
 
 
 def test_shingles_are_ordered_word_windows():
-    abcd = near_dedup.shingles(["a", "b", "c", "d"], 3)
+    abcd = _shingles(["a", "b", "c", "d"])
     assert len(abcd) == 2 and all(len(s) == 8 for s in abcd) and abcd[0] != abcd[1]
-    assert near_dedup.shingles(["x", "b", "c", "d"], 3)[1] == abcd[1]  # same window, same shingle
-    assert near_dedup.shingles(["c", "b", "a"], 3) != abcd[:1]  # order counts
-    assert len(near_dedup.shingles(["a", "b"], 3)) == 1 and near_dedup.shingles([], 3) == []
+    assert _shingles(["x", "b", "c", "d"])[1] == abcd[1]  # same window, same shingle
+    assert _shingles(["c", "b", "a"]) != abcd[:1]  # order counts
+    assert len(_shingles(["a", "b"])) == 1 and _shingles(["a", "b"]) != _shingles(["b", "a"])
+
+
+def test_shingles_of_a_batch_are_each_notes_own():
+    """Notes batched together (long, short, one word) get the windows each gets alone: no
+    window reaches into the next note."""
+    notes = [["a", "b", "c", "d", "e"], ["b"], ["c", "d"], ["a", "b", "c"], ["e", "f", "g", "h"], ["z"]]
+    batch = near_dedup.shingle_sets([[t.encode() for t in note] for note in notes], 3)
+    assert batch == [_shingles(note) for note in notes]
+    assert [len(s) for s in batch] == [3, 1, 1, 1, 2, 1]
 
 
 def test_options_are_checked():
@@ -40,7 +67,7 @@ def test_options_are_checked():
 def _sketches(*notes: tuple[str, int, str]) -> Sketches:
     found = Sketches()
     for source, row, text in notes:
-        found.add(source, row, row, text, NearOptions())
+        found.add(source, [(row, row, text, False)], NearOptions())
     return found
 
 
@@ -67,8 +94,7 @@ def test_a_dropped_note_neither_clusters_nor_links():
 def test_unrelated_notes_are_not_pairs():
     texts = synth.synthetic_notes(60, 11)
     s = Sketches()
-    for row, text in enumerate(texts):
-        s.add("mimic3", row, row, text + f" unique{row}", NearOptions())
+    s.add("mimic3", [(row, row, text + f" unique{row}", False) for row, text in enumerate(texts)], NearOptions())
     resaves = {(i - 1, i) for i in range(24, 60, 25)}  # synth re-saves row i-1 of these (edited)
     assert set(map(tuple, near_dedup.similar_pairs(s, NearOptions()).tolist())) <= resaves | {
         (a, b) for a in range(60) for b in range(a + 1, 60) if texts[b].startswith(texts[a][:200])}

@@ -29,7 +29,7 @@ def line_hash(line: str) -> int | None:
     tokens = words(line)
     if not tokens:
         return None
-    digest = hashlib.blake2b(" ".join(tokens).encode("utf-8", "surrogatepass"), digest_size=8, person=_PERSON)
+    digest = hashlib.blake2b(b" ".join(tokens), digest_size=8, person=_PERSON)
     return int.from_bytes(digest.digest(), "little")
 
 

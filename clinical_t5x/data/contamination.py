@@ -27,7 +27,7 @@ from clinical_t5x.data.near_dedup import words
 NGRAM = 13
 
 
-def ngrams(text: str, n: int = NGRAM) -> set[tuple[str, ...]]:
+def ngrams(text: str, n: int = NGRAM) -> set[tuple[bytes, ...]]:
     tokens = words(text)
     return {tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)}
 
@@ -55,7 +55,7 @@ def report(prepared: str | Path, data: str | Path) -> dict:
     """{dataset: {split: examples, too_short, contaminated, fraction, ids}} for every split found."""
     examples: dict[tuple[str, str], list[str]] = {}
     short: dict[tuple[str, str], int] = {}
-    index: dict[tuple[str, ...], list[tuple[tuple[str, str], str]]] = defaultdict(list)
+    index: dict[tuple[bytes, ...], list[tuple[tuple[str, str], str]]] = defaultdict(list)
     for dataset, folder in downstream.dataset_folders(data).items():
         for split in downstream.SPLITS:
             key = (dataset, split)

@@ -21,9 +21,13 @@ the measured size per million notes); workers send each chunk's sketches and kee
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import functools
+import itertools
 import re
 from array import array
+from collections.abc import Iterable
 
 import numpy as np
 import rensa
@@ -34,8 +38,23 @@ from clinical_t5x.data import deid
 from clinical_t5x.data.mimic import SOURCES
 
 _WORD = re.compile(r"\w+")
+_NON_ASCII_WORDS = "clinical_t5x.near_dedup.non_ascii_words"  # codec error handler name
+_CAPITAL_SIGMA = "\u03a3"
 _MASK = " deid "  # one word for every hidden span
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: order matters in a window's hash
+
+
+def _ascii_word_table() -> bytes:
+    """A `bytes.translate` table: ASCII letters lowercased, other ASCII characters that `\\w`
+    rejects made spaces, digits, `_` and every non-ASCII byte (part of a UTF-8 character) kept."""
+    table = bytearray(range(256))
+    for byte in range(128):
+        char = chr(byte)
+        table[byte] = ord(char.lower()) if _WORD.fullmatch(char) else ord(" ")
+    return bytes(table)
+
+
+_ASCII_WORDS = _ascii_word_table()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,32 +77,65 @@ class NearOptions:
             raise ValueError(f"near-duplicate threshold must be in (0, 1], got {self.threshold}")
 
 
-def words(text: str) -> list[str]:
-    """Lowercased word tokens with every DEID placeholder, blank or tag as the word `deid`."""
-    return _WORD.findall(deid.mask(text, _MASK).lower())
+@functools.lru_cache(maxsize=4096)
+def _non_ascii_words(run: str) -> bytes:
+    """A run of non-ASCII characters lowercased, with the characters `\\w` rejects made
+    spaces, in UTF-8. Runs repeat (a degree sign, a dash), so the answers are cached."""
+    return "".join(char if _WORD.match(char) else " " for char in run.lower()).encode("utf-8", "surrogatepass")
 
 
-def shingles(tokens: list[str], size: int) -> list[bytes]:
-    """The `size`-word windows of `tokens` (a shorter text is one window), each as 8 bytes.
+def _encode_non_ascii(error: UnicodeError) -> tuple[bytes, int]:
+    """The `_NON_ASCII_WORDS` codec error handler: the ASCII encoder hands it each run of
+    non-ASCII characters whole, and writes back `_non_ascii_words` of it."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return _non_ascii_words(error.object[error.start:error.end]), error.end
 
-    rensa hashes the words (one call), numpy combines each window's word hashes in order;
-    about twice as fast as joining the words of every window into a string.
+
+codecs.register_error(_NON_ASCII_WORDS, _encode_non_ascii)
+
+
+def words(text: str) -> list[bytes]:
+    """Lowercased word tokens (`\\w+`, UTF-8) with every DEID placeholder, blank or tag as `deid`.
+
+    The same tokens as `re.findall(r"\\w+", masked.lower())`, a few times faster: C-level
+    ASCII encoding, `bytes.translate` and `split` cut the words, and only runs of non-ASCII
+    characters reach Python. Lowercasing a run on its own is lowercasing it in its text, except
+    for a capital sigma (final or not by its neighbours): a text holding one takes the regex.
     """
-    if not tokens:
-        return []
-    hashes = np.array(rensa.RMinHash.hash_token_sets([tokens])[0], dtype=np.uint64)
-    count = max(1, len(hashes) - size + 1)
-    window = hashes[:count].copy()
-    for offset in range(1, min(size, len(hashes))):
-        window = window * _MIX + hashes[offset:offset + count]  # wraps modulo 2**64
-    data = window.tobytes()
-    return [data[i:i + 8] for i in range(0, len(data), 8)]
+    masked = deid.mask(text, _MASK)
+    if _CAPITAL_SIGMA in masked:
+        return [word.encode("utf-8") for word in _WORD.findall(masked.lower())]
+    return masked.encode("ascii", _NON_ASCII_WORDS).translate(_ASCII_WORDS).split()
 
 
-def sketch(tokens: list[str], options: NearOptions) -> rensa.RMinHash:
-    minhash = rensa.RMinHash(num_perm=options.num_perm, seed=options.seed)
-    minhash.update(shingles(tokens, options.shingle_words))
-    return minhash
+def shingle_sets(notes: list[list[bytes]], size: int) -> list[list[bytes]]:
+    """Each note's `size`-word windows (a shorter note is one window), each as 8 bytes.
+
+    One rensa call hashes every word of every note; numpy combines each window's word hashes
+    in order, for all notes at once (a per-note loop, or joining each window's words into a
+    string, costs several times more). Every note needs at least one word.
+    """
+    hashes = rensa.RMinHash.hash_token_sets(notes)
+    lengths = np.fromiter(map(len, hashes), dtype=np.int64, count=len(hashes))
+    flat = np.fromiter(itertools.chain.from_iterable(hashes), dtype=np.uint64, count=int(lengths.sum()))
+    starts = np.cumsum(lengths) - lengths
+    counts = np.maximum(1, lengths - size + 1)  # windows per note
+    short = np.flatnonzero(lengths < size)  # one window of all its words
+    short_windows = np.empty(len(short), dtype=np.uint64)
+    window, n = flat.copy(), len(flat)
+    for offset in range(size):  # window[p]: the hash of words p .. p + offset
+        done = lengths[short] == offset + 1
+        short_windows[done] = window[starts[short[done]]]
+        reach = n - offset - 1  # windows that can take one more word
+        if offset + 1 < size and reach > 0:
+            window[:reach] = window[:reach] * _MIX + flat[offset + 1:]  # wraps mod 2**64
+    firsts = np.cumsum(counts) - counts  # each note's first window in the result
+    picked = window[np.repeat(starts - firsts, counts) + np.arange(int(counts.sum()))]
+    picked[firsts[short]] = short_windows
+    tokens = picked.view("V8").tolist()  # 8-byte tokens: rensa hashes them again
+    bounds = np.r_[firsts, len(tokens)].tolist()
+    return [tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclasses.dataclass
@@ -101,18 +153,20 @@ class Sketches:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def add(self, source: str, row: int, subject: int, text: str, options: NearOptions,
-            downstream: bool = False) -> None:
-        """Sketches one note; a note with no words is skipped (nothing to match)."""
-        tokens = words(text)
-        if not tokens:
+    def add(self, source: str, notes: Iterable[tuple[int, int, str, bool]], options: NearOptions) -> None:
+        """Sketches one source's notes, given as (row, subject, text, named by a downstream
+        benchmark), all in one batch; a note with no words is skipped (nothing to match)."""
+        batch = [(row, subject, named, tokens) for row, subject, text, named in notes if (tokens := words(text))]
+        if not batch:
             return
-        self.sources.append(SOURCES.index(source))
-        self.rows.append(row)
-        self.subjects.append(subject)
-        self.sizes.append(len(tokens))
-        self.downstream.append(downstream)
-        self.minhashes.append(sketch(tokens, options))
+        rows, subjects, named, tokens = zip(*batch)
+        self.sources.extend([SOURCES.index(source)] * len(batch))
+        self.rows.extend(rows)
+        self.subjects.extend(subjects)
+        self.sizes.extend(map(len, tokens))
+        self.downstream.extend(named)
+        self.minhashes += rensa.RMinHash.from_token_sets(shingle_sets(list(tokens), options.shingle_words),
+                                                         options.num_perm, options.seed)
 
     def merge(self, other: Sketches) -> Sketches:
         for name in ("sources", "rows", "subjects", "sizes", "downstream"):
@@ -132,10 +186,9 @@ def similar_pairs(sketches: Sketches, options: NearOptions) -> np.ndarray:
     """
     index = rensa.RMinHashLSH(threshold=options.threshold, num_perm=options.num_perm, num_bands=options.bands)
     minhashes = sketches.minhashes
-    for key, minhash in enumerate(minhashes):
-        index.insert(key, minhash)
-    pairs = {(key, other) for key, minhash in enumerate(minhashes) for other in index.query(minhash)
-             if other > key and minhash.jaccard(minhashes[other]) >= options.threshold}
+    index.insert_many(minhashes)
+    pairs = {(key, other) for key, candidates in enumerate(index.query_all(minhashes)) for other in candidates
+             if other > key and minhashes[key].jaccard(minhashes[other]) >= options.threshold}
     return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 

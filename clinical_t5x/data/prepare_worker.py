@@ -124,7 +124,7 @@ class Worker:
     def scan(self, source: str, layout: Layout, chunk: Chunk, plan: ScanPlan) -> Scan:
         """First pass: keys and sketches of the rows that would otherwise be kept, and the
         subjects (and sketches) of the notes a downstream benchmark names."""
-        found = Scan()
+        found, to_sketch = Scan(), []
         for item in parse_chunk(chunk, layout):
             if type(item) is not Note:
                 continue
@@ -135,9 +135,10 @@ class Worker:
             if kept and plan.keys and item.duplicate_key is not None:
                 found.keys.add(item.duplicate_key, item.storetime, item.row)
             if named or (kept and plan.sketch_kept):
-                found.sketches.add(source, item.row, item.subject_id, item.text, plan.near, downstream=named)
+                to_sketch.append((item.row, item.subject_id, item.text, named))
             if kept and plan.lines:
                 found.lines.add_note(item.text)
+        found.sketches.add(source, to_sketch, plan.near)  # one batch per chunk
         return found
 
     def notes(self, source: str, layout: Layout, chunk: Chunk, drops: ChunkDrops) -> None:
