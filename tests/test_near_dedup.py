@@ -145,12 +145,3 @@ def test_off_keeps_resaves(tmp_path):
     assert manifest["dropped"]["duplicate"] == 0 and manifest["dropped"]["near_duplicate"] == 0
     with pytest.raises(ValueError, match="dedup must be one of"):
         prepare.run(raw["mimic3"], out=tmp_path / "out2", dedup="fuzzy", progress=False)
-
-
-def test_two_worker_processes_drop_the_same_notes(runs):
-    """Sketches travel from worker processes to the reading process: same drops as inline."""
-    root, manifests = runs
-    manifest = prepare.run(root / "raw" / "NOTEEVENTS.csv.gz", root / "raw" / "note", out=root / "near2",
-                           dedup="near", workers=2, progress=False, chunk_bytes=1 << 16)
-    assert _kept(root / "near2") == _kept(root / "near")
-    assert manifest["near_duplicates"] == manifests["near"]["near_duplicates"]
