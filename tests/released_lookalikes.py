@@ -14,13 +14,15 @@ Weights are tiny and random (no download); text is the package's synthetic notes
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+from transformers import AutoModelForSeq2SeqLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from clinical_t5x.data import deid, synth
 from clinical_t5x.text import tokenizer as hf_tokenizer
@@ -89,3 +91,41 @@ def build(kind: str, folder: Path, seed: int = 0) -> Path:
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model.save_pretrained(folder)
     return folder
+
+
+def tagged_text(seed: int = 4) -> str:
+    """A synthetic note with DEID tags and digits, the tokenizers' hard cases."""
+    return notes(1, seed)[0][:400] + " [Name] [LOC] 12"
+
+
+def exported_id(import_dir: Path, rows: int) -> dict[int, int]:
+    """Source id (of `rows`) -> the id an `import-hf --out import_dir` checkpoint gives it: the
+    same one, or after `--canonical` where its `token_permutation.json` moved the row."""
+    from clinical_t5x.hf import convert
+
+    path = import_dir / convert.PERMUTATION_FILE
+    if not path.is_file():
+        return {i: i for i in range(rows)}
+    perm = json.loads(path.read_text())["canonical_row_from_source_row"]
+    return {int(j): i for i, j in enumerate(perm) if j >= 0}
+
+
+def logits(folder: Path, ids: list[int]) -> np.ndarray:
+    """The HF model in `folder` on `ids` (the decoder fed its start id and the first 8 ids)."""
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder).eval()
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids]),
+                     decoder_input_ids=torch.tensor([[0] + ids[:8]])).logits[0].numpy()
+
+
+def assert_same_model(source: Path, import_dir: Path, exported: Path, atol: float = 1e-4) -> None:
+    """The exported folder's tokenizer gives each text the ids the import kept or moved, and
+    its logits over every source id equal the source model's within `atol`."""
+    from transformers import AutoTokenizer
+
+    src_ids = AutoTokenizer.from_pretrained(source)(tagged_text()).input_ids
+    out_ids = AutoTokenizer.from_pretrained(exported)(tagged_text()).input_ids
+    want, got = logits(source, src_ids), logits(exported, out_ids)
+    column = exported_id(import_dir, want.shape[1])
+    assert out_ids == [column[i] for i in src_ids]
+    np.testing.assert_allclose(got[:, [column[j] for j in range(want.shape[1])]], want, atol=atol, rtol=0)

@@ -26,6 +26,7 @@ from clinical_t5x.data import deid, synth
 from clinical_t5x.hf import convert as hf
 from clinical_t5x.model import network
 from clinical_t5x.text import vocab, vocab_build
+import released_lookalikes
 from test_checkpoint_formats import write_t5x_msgpack, write_t5x_orbax
 
 FLAVOURS = {
@@ -301,10 +302,8 @@ def test_safetensors_writer_streams_valid_file(tmp_path):
 # --------------------------------------------------------------------------- released folders
 
 
-@pytest.fixture(scope="module", params=["base", "scratch", "large"])
+@pytest.fixture(scope="module", params=released_lookalikes.KINDS)
 def released(request, tmp_path_factory):
-    import released_lookalikes
-
     root = tmp_path_factory.mktemp("released")
     return released_lookalikes.build(request.param, root / request.param)
 
@@ -329,25 +328,7 @@ def test_released_import_export_keeps_tag_rows_and_logits(tmp_path, released, ca
     for tag in deid.TAGS:
         np.testing.assert_array_equal(out_rows[tag], source_rows[tag], err_msg=tag)
 
-    src_tok, out_tok = AutoTokenizer.from_pretrained(released), AutoTokenizer.from_pretrained(out)
-    text = deid.replace_list_of_notes(synth.synthetic_notes(1, seed=4))[0][:400] + " [Name] [LOC] 12"
-    src_ids = src_tok(text).input_ids
-    out_ids = out_tok(text).input_ids
-    if canonical:
-        perm = json.loads((tmp_path / "ckpt" / hf.PERMUTATION_FILE).read_text())["canonical_row_from_source_row"]
-        column = {int(j): c for c, j in enumerate(perm) if j >= 0}
-        assert out_ids == [column[i] for i in src_ids]
-    else:
-        column = {i: i for i in range(len(src_tok))}
-        assert out_ids == src_ids
-    source_model, _, _ = _load_hf(released)
-    out_model, _, _ = _load_hf(out)
-    with torch.no_grad():
-        want = source_model(input_ids=torch.tensor([src_ids]),
-                            decoder_input_ids=torch.tensor([[0] + src_ids[:8]])).logits[0].numpy()
-        got = out_model(input_ids=torch.tensor([out_ids]),
-                        decoder_input_ids=torch.tensor([[0] + out_ids[:8]])).logits[0].numpy()
-    np.testing.assert_allclose(got[:, [column[j] for j in range(want.shape[1])]], want, atol=1e-4, rtol=0)
+    released_lookalikes.assert_same_model(released, tmp_path / "ckpt", out)
     sentinels = {vocab.load(vocab_dir).sentinel_id(i) for i in range(100)}
     assert not sentinels & set(vocab.load(vocab_dir).tag_ids.values())
 

@@ -1,6 +1,8 @@
 """Span corruption: T5's lengths, statistics over 10,000 examples, exact reconstruction, seeds."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import seqio
@@ -84,6 +86,29 @@ def test_sentinels_are_the_extra_id_pieces(vocabulary):
     assert [vocabulary.decode([i]) for i in ids[:2]] == ["<extra_id_0>", "<extra_id_1>"]
     with pytest.raises(ValueError, match="101 sentinels"):
         sc.sentinel_ids(vocabulary, 101)
+
+
+def test_sentinels_used_are_logged_with_the_tags(clinical_vocabulary, caplog):
+    with caplog.at_level(logging.INFO, logger=sc.__name__):
+        ids = sc.checked_sentinel_ids(clinical_vocabulary, 3)
+    assert ids == [clinical_vocabulary.sentinel_id(i) for i in range(3)]
+    tags = sorted(clinical_vocabulary.tag_ids.values())
+    assert f"<extra_id_0>..<extra_id_2> = ids {ids[0]}-{ids[2]} (DEID tags at {tags[0]}-{tags[-1]})" in caplog.text
+
+
+class _TagsAsSentinels:
+    """What the released models' pretraining scripts did: sentinels from the vocabulary's end,
+    where the added tags are."""
+
+    tag_ids = {"[Name]": 501, "[LOC]": 500}
+
+    def sentinel_id(self, i: int) -> int:
+        return 501 - i
+
+
+def test_a_sentinel_that_is_a_tag_is_refused():
+    with pytest.raises(ValueError, match=r"sentinel ids \[500, 501\] are DEID tags \['\[LOC\]', '\[Name\]'\]"):
+        sc.checked_sentinel_ids(_TagsAsSentinels(), 2)
 
 
 def test_chunks_concatenate_notes_with_eos():

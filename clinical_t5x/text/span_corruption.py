@@ -16,6 +16,7 @@ chunks of a group are corrupted at once as one matrix.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -27,6 +28,8 @@ import tensorflow as tf
 NOTES_PER_GROUP = 128
 # The sentinel budget of every T5 vocabulary.
 MAX_SENTINELS = 100
+
+log = logging.getLogger(__name__)
 
 
 def _span_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
@@ -79,6 +82,37 @@ def sentinel_ids(vocabulary: seqio.Vocabulary, count: int) -> list[int]:
                 break
         else:
             raise ValueError(f"vocabulary has no piece <extra_id_{i}>")
+    return ids
+
+
+def _id_runs(ids: Sequence[int]) -> str:
+    """`ids` as runs of consecutive ids, e.g. "32099-32000" for T5's descending sentinels."""
+    runs: list[list[int]] = []
+    for i in ids:
+        run = runs[-1] if runs else []
+        steps = (run[1] - run[0],) if len(run) > 1 else (1, -1)
+        if run and i - run[-1] in steps:
+            run.append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
+def checked_sentinel_ids(vocabulary: seqio.Vocabulary, count: int) -> list[int]:
+    """`sentinel_ids`, refusing any that is a DEID tag's id, and logged.
+
+    The scripts behind the released Clinical-T5 models took sentinels from the end of the
+    vocabulary, where the added tags live; continued pretraining must never mask spans with a
+    tag, and its log must say which ids it masks with.
+    """
+    ids = sentinel_ids(vocabulary, count)
+    tag_ids = dict(getattr(vocabulary, "tag_ids", {}) or {})
+    clash = sorted(tag for tag, i in tag_ids.items() if i in set(ids))
+    if clash:
+        raise ValueError(f"sentinel ids {sorted(tag_ids[t] for t in clash)} are DEID tags {clash}: "
+                         "the vocabulary's sentinels and tags must be disjoint")
+    log.info("span corruption masks with <extra_id_0>..<extra_id_%d> = ids %s (DEID tags at %s)",
+             count - 1, _id_runs(ids), _id_runs(sorted(tag_ids.values())) if tag_ids else "none")
     return ids
 
 
@@ -214,6 +248,6 @@ def span_corruption(dataset: tf.data.Dataset, sequence_length: Mapping[str, int]
         raise ValueError(f"targets length {sequence_length['targets']} would cut targets short: inputs "
                          f"of {sequence_length['inputs']} need {targets_length}")
     counts = _count_table(chunk_length, noise_density, mean_noise_span_length)
-    sentinels = tf.constant(sentinel_ids(vocabulary, int(counts[:, 1].max())), tf.int32)
+    sentinels = tf.constant(checked_sentinel_ids(vocabulary, int(counts[:, 1].max())), tf.int32)
     groups = _chunk_groups(dataset, chunk_length, vocabulary.eos_id, "targets")
     return _corrupt_group(groups, sentinels=sentinels, counts=tf.constant(counts)).unbatch()
