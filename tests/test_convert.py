@@ -21,7 +21,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, T5Config, T5ForConditionalGeneration
 
-from clinical_t5x.train import checkpoint_formats as cf
+from clinical_t5x.train import checkpoint_formats as cf, init_from
 from clinical_t5x.data import deid, synth
 from clinical_t5x.hf import convert as hf
 from clinical_t5x.model import network
@@ -323,6 +323,8 @@ def test_released_import_export_keeps_tag_rows_and_logits(tmp_path, released, ca
     args = ["--hf", str(released), "--out", str(tmp_path / "ckpt")] + (["--canonical"] if canonical else [])
     assert hf.import_main(args) == 0
     assert "tokenizer" in capsys.readouterr().err  # says what it found
+    assert init_from.trained_tag_ids(str(tmp_path / "ckpt" / "checkpoint_0")) == set(
+        vocab.load(vocab_dir).tag_ids.values())  # the trainer keeps these rows
     out = hf.export(tmp_path / "ckpt", vocab_dir, tmp_path / "hf")
     source_rows, out_rows = _tag_rows(released), _tag_rows(out)
     for tag in deid.TAGS:

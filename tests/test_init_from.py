@@ -65,3 +65,11 @@ def test_tag_pieces_use_the_tag_words():
     ids = init_from.tag_piece_ids({"[Name]": 40, "[Reg#]": 41},
                                   lambda text: words.append(text) or [len(text)])
     assert words == ["name", "record number"] and ids == {40: [4], 41: [13]}
+
+
+def test_trained_tag_ids_are_read_beside_the_step_folder(tmp_path):
+    assert init_from.trained_tag_ids(str(tmp_path / "checkpoint_0")) == frozenset()  # T5-Base: none
+    init_from.write_trained_tag_ids(tmp_path, [32105, 32100])
+    assert init_from.trained_tag_ids(str(tmp_path / "checkpoint_0")) == {32100, 32105}
+    assert init_from.trained_tag_ids(str(tmp_path)) == {32100, 32105}
+    assert (tmp_path / init_from.TRAINED_TAGS_FILE).stat().st_mode & 0o077 == 0  # owner-only

@@ -57,13 +57,16 @@ def clean_gin():
 
 def _pretraining_bindings(chain, model_dir) -> list[str]:
     """Span corruption on the synthetic corpus from the imported checkpoint; learning rate ~0,
-    so the trained model must still be the source model."""
+    so the trained model must still be the source model. `init_known_vocab_rows` stops before
+    the tags, as gin/builtin/base.gin's 32,100 does for T5-Base: the tag rows the source trained
+    must still be kept (import-hf records them), not re-initialised from pieces."""
     fields = architecture.config_fields(checkpoint_formats.ParamReader(chain.init).shapes)
+    first_tag = min(vocab.load(chain.vocab).tag_ids.values())
     return [f"MODEL_DIR = '{model_dir}'", f"VOCABULARY = '{chain.vocab}'",
             "MIXTURE_OR_TASK_NAME = 'mimic3_span_corruption'", "BATCH_SIZE = 8",
             f"TASK_FEATURE_LENGTHS = {LENGTHS}", "TRAIN_STEPS = 2", "EVAL_PERIOD = 0",
             "CHECKPOINT_PERIOD = 2", f"INIT_CHECKPOINT = '{chain.init}'", "LEARNING_RATE = 1e-12",
-            *architecture.gin_bindings(fields)]
+            f"train.init_known_vocab_rows = {first_tag}", *architecture.gin_bindings(fields)]
 
 
 def _segments(batch: dict[str, np.ndarray]):

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from clinical_t5x.train import checkpoint_formats
+from clinical_t5x.train import checkpoint_formats, init_from
 
 from clinical_t5x.hf import model_card
 
@@ -570,7 +570,11 @@ def import_hf(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, canonical: 
               f"source token: {len(fresh)}" + (f" ({fresh[0]}-{fresh[-1]})" if fresh else ""), file=sys.stderr)
     elif layout is not None:
         _grow_for_appended_tokens(params, layout, dims.vocab_size)
-    return checkpoint_formats.write_params_checkpoint(checkpoint_formats.unflatten(params), out_dir)
+    step_dir = checkpoint_formats.write_params_checkpoint(checkpoint_formats.unflatten(params), out_dir)
+    if layout is not None and layout.tag_ids:
+        ids = token_layout.TokenLayout.canonical(layout.num_pieces).tag_ids if canonical else layout.tag_ids
+        init_from.write_trained_tag_ids(Path(out_dir), (ids[tag] for tag in layout.tag_ids))
+    return step_dir
 
 
 def _grow_for_appended_tokens(params: dict[str, np.ndarray], layout: Any, rows: int) -> None:

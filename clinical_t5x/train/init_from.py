@@ -8,8 +8,9 @@ word pieces of what it stands for (`[Name]` -> "name") gives it a meaningful sta
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,34 @@ VOCAB_PARAMS: tuple[tuple[tuple[str, ...], int], ...] = (
     (("token_embedder", "embedding"), 0),
     (("decoder", "logits_dense", "kernel"), 1),
 )
+
+
+# Written beside an imported checkpoint (`import-hf`): the DEID tag ids whose rows the source
+# model trained (a released Clinical-T5 has them; T5-Base does not). Those rows are kept, never
+# re-initialised from pieces, whatever `known_rows` says.
+TRAINED_TAGS_FILE = "trained_tag_ids.json"
+
+
+def write_trained_tag_ids(checkpoint_root, tag_ids: Iterable[int]) -> None:
+    """Records, beside an imported checkpoint, which tag ids carry the source's trained rows."""
+    from clinical_t5x import owner_only
+
+    with owner_only.open_file(checkpoint_root / TRAINED_TAGS_FILE, "w") as out:
+        json.dump({"trained_tag_ids": sorted(int(i) for i in tag_ids)}, out)
+        out.write("\n")
+
+
+def trained_tag_ids(init_checkpoint: str) -> frozenset[int]:
+    """The tag ids `write_trained_tag_ids` recorded beside `init_checkpoint`'s folder (a step
+    folder such as `INIT_DIR/checkpoint_0`, or INIT_DIR itself); empty when there is no record."""
+    from etils import epath
+
+    step = epath.Path(init_checkpoint)
+    for folder in (step.parent, step):
+        record = folder / TRAINED_TAGS_FILE
+        if record.exists():
+            return frozenset(json.loads(record.read_text())["trained_tag_ids"])
+    return frozenset()
 
 
 def _flat(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:

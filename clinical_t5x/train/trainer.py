@@ -199,7 +199,8 @@ def _evaluate(eval_fn, params, dataset, eval_steps: int, partitioner) -> dict[st
 def _initial_params(state, init_checkpoint: str, known_rows: int | None, task_name: str,
                     shardings) -> Any:
     """Parameters read from `init_checkpoint`, DEID-tag rows the source lacks initialised
-    from their word pieces, placed in this model's shards."""
+    from their word pieces (rows `import-hf` recorded as trained are kept), placed in this
+    model's shards."""
     import jax
     import numpy as np
 
@@ -212,6 +213,11 @@ def _initial_params(state, init_checkpoint: str, known_rows: int | None, task_na
     vocabulary = task_vocabulary(task_name)
     tag_ids = getattr(vocabulary, "tag_ids", {})
     pieces = init_from.tag_piece_ids(tag_ids, vocabulary.encode)
+    trained = init_from.trained_tag_ids(init_checkpoint)
+    if trained:
+        log.info("%s: DEID tag rows %s were trained by the source model and are kept",
+                 init_checkpoint, sorted(trained))
+        pieces = {tag_id: ids for tag_id, ids in pieces.items() if tag_id not in trained}
     host = init_from.init_params(state.params, checkpoint_formats.read_params(init_checkpoint),
                                  known_rows, pieces)
     log.info("initialised parameters from %s", init_checkpoint)
