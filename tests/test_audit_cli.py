@@ -17,6 +17,7 @@ nothing.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -80,3 +81,74 @@ def test_report_names_notes_by_id_only(audited):
     written = "".join(p.read_text() for p in (root / "trained").glob("report.*"))
     assert all(c.secret not in written for c in listed)
     assert json.loads((root / "trained" / "report.json").read_text())["reference"].endswith("checkpoint_0")
+
+
+def _audit_command(checkpoint, vocabulary, data, out, *options: str) -> dict:
+    """`clinical-t5x audit` exactly as docs/audit.md writes it; returns report.json."""
+    code = top_cli.main(["audit", "--checkpoint", str(checkpoint), "--vocab", str(vocabulary), "--data", str(data),
+                         "--out", str(out), "--no-progress", *options])
+    assert code == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def _assert_full_report(out, result: dict, step_dir: str) -> None:
+    """Every file of the report, owner-only, for the checkpoint named, with both note samples."""
+    from test_owner_only import assert_owner_only
+
+    assert {"report.json", "report.md", "roc.png"} <= {p.name for p in out.iterdir()}
+    assert_owner_only(out)
+    assert result["checkpoint"].endswith(step_dir)
+    attack = result["membership"]["attacks"]["loss"]
+    assert attack["members"] == attack["nonmembers"] > 0 and 0.0 <= attack["auc"] <= 1.0
+    assert {"16", "32"} <= set(result["extraction"])
+
+
+@pytest.mark.heavy
+def test_audits_the_demos_model(tmp_path):
+    """`clinical-t5x demo --out DEMO` then the audit command of docs/audit.md on DEMO's folders
+    (the demo at smoke size: its model trains 2 steps with 32-token inputs)."""
+    import gin
+
+    from clinical_t5x import demo
+    from test_demo import SMALL_MODEL
+
+    out = tmp_path / "demo"
+    try:
+        done = demo.run(out, notes=1000, vocab_size=500, steps=2, extra_bindings=SMALL_MODEL)
+    finally:
+        gin.clear_config()
+    assert done["train"].exit_code == 0
+    result = _audit_command(out / "model", out / "vocab", out / "prepared", out / "audit",
+                            "--inputs-length", "32", "--notes", "40")
+    _assert_full_report(out / "audit", result, "checkpoint_2")
+    assert result["exposure"] is None  # the demo prepares without canaries
+
+
+@pytest.mark.t5x
+@pytest.mark.heavy
+@pytest.mark.skipif(importlib.util.find_spec("t5x") is None, reason="t5x is not importable")
+def test_audits_a_checkpoint_written_by_t5x(tmp_path):
+    """`python -m t5x.train` (gin/clinical_scratch.gin at tiny sizes) on a canaried prepared dir,
+    then the audit of its newest Orbax checkpoint, with its step-0 checkpoint as reference."""
+    import os
+    import sys
+
+    from clinical_t5x.text import vocab
+    from test_gin_t5x import TINY, run as run_checked
+
+    prepared, vocabulary = audit_models.corpus(tmp_path, canaries=1)
+    model_dir = tmp_path / "model"
+    bindings = {**TINY, "MIXTURE_OR_TASK_NAME": f"'{audit_models.TASK}'", "VOCABULARY": f"'{vocabulary}'",
+                "network.T5Config.vocab_size": str(vocab.load(vocabulary).model_vocab_size),
+                "MODEL_DIR": f"'{model_dir}'"}
+    xla_flags = os.environ.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "")
+    env = {**os.environ, "CLINICAL_T5X_DATA_DIR": str(prepared), "CLINICAL_T5X_NO_REEXEC": "1",
+           "XLA_FLAGS": xla_flags.strip()}
+    run_checked([sys.executable, "-m", "t5x.train", "--gin_file=gin/clinical_scratch.gin",
+                 *(f"--gin.{k}={v}" for k, v in bindings.items())], env)
+    result = _audit_command(model_dir, vocabulary, prepared, tmp_path / "audit", "--reference",
+                            str(model_dir / "checkpoint_0"), "--inputs-length", "64", "--notes", "40")
+    _assert_full_report(tmp_path / "audit", result, "checkpoint_3")
+    assert result["reference"].endswith("checkpoint_0")
+    assert "likelihood_ratio" in result["membership"]["attacks"]
+    assert [c["repeats"] for c in result["exposure"]["canaries"]] == [1]  # the one canary planted
