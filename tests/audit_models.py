@@ -1,5 +1,11 @@
 """A small canaried corpus and two tiny models on it (trained for many epochs, and freshly
-initialised), shared by the audit's separation tests and its benchmark."""
+initialised), for the audit's separation tests.
+
+The corpus is the MIMIC-III ECG reports of 2,000 synthetic rows (~180 short notes of ~110
+tokens, one or two training chunks each, over ~110 patients): few enough tokens for a tiny model
+to see each note ~25 times in a few hundred steps, and enough patients on both sides of the split
+for equal member and non-member samples of ~50 notes. Longer notes of every category give the
+model too few epochs to remember any single note."""
 
 from __future__ import annotations
 
@@ -9,9 +15,12 @@ import gin
 
 INPUTS_LENGTH = 64
 REPEATS = (1, 4, 16, 64)
-NOTES = 150  # synthetic notes per MIMIC file set: ~100 training notes once split
+NOTES = 2000  # synthetic MIMIC-III rows, of which ~10% are ECG reports
+CATEGORIES = ("ECG",)
+TASK = "mimic3_span_corruption"  # the MIMIC-III notes only
 TRAIN_STEPS = 400
 MODEL = [
+    f"MIXTURE_OR_TASK_NAME='{TASK}'",
     "BATCH_SIZE=16",
     f"TASK_FEATURE_LENGTHS={{'inputs': {INPUTS_LENGTH}, 'targets': 14}}",
     "EVAL_PERIOD=1000000", "CHECKPOINT_PERIOD=200", "train.eval_steps=1", "train.log_period=100",
@@ -31,8 +40,8 @@ def corpus(root: Path, canaries: int = 4, seed: int = 3) -> tuple[Path, Path]:
 
     raw = synth.write_synthetic(root / "raw", notes=NOTES, seed=seed)
     prepared = root / "prepared"
-    prepare.run(raw["mimic3"], root / "raw" / "note", out=prepared, validation_fraction=0.3,
-                num_shards=2, progress=False, canaries=canaries, canary_repeats=REPEATS, canary_seed=seed)
+    prepare.run(raw["mimic3"], out=prepared, categories=CATEGORIES, validation_fraction=0.3, num_shards=2,
+                progress=False, canaries=canaries, canary_repeats=REPEATS, canary_seed=seed)
     vocabulary = vocab_build.build_synthetic_vocab(root / "vocab", vocab_size=600, seed=seed)
     return prepared, vocabulary
 
