@@ -231,8 +231,7 @@ def _xla_device():
 def jax_worker(args: argparse.Namespace) -> dict:
     import jax
 
-    from clinical_t5x.model import flops, optim, partitioning, steps
-    from clinical_t5x.model import network
+    from clinical_t5x.model import network, optim, partitioning, steps
 
     device = _xla_device()
     cfg = configs.SIZES[args.size]
@@ -254,30 +253,33 @@ def jax_worker(args: argparse.Namespace) -> dict:
 
     timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
                          args.steps)
-    result = {"device": f"{device.platform}: {device.device_kind}", **timing,
-              "threads": len(os.sched_getaffinity(0)),
-              "params": sum(x.size for x in jax.tree_util.tree_leaves(holder["state"].params)),
-              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
-                  config, cfg.inputs_length, cfg.targets_length),
-              "xla_flags": os.environ.get("XLA_FLAGS", "")}
-    return {**result, **_jax_matmul_or_peak(device, args.worker_dtype)}
+    return _xla_result(args, device, config, holder["state"].params, timing)
 
 
-def _jax_matmul_or_peak(device, dtype: str) -> dict:
-    """For an XLA engine: on CPU the 1024^3 matmul rate in `dtype` (the MFU ceiling), else the
-    chip's peak and the device's peak memory."""
+def _xla_result(args: argparse.Namespace, device, config, params, timing: dict) -> dict:
+    """The row of an XLA engine (built-in or t5x): timing, the shared FLOP count, and on CPU
+    the 1024^3 matmul rate in the same dtype (the MFU ceiling), else the chip's peak and the
+    device's peak memory."""
     import jax
     import jax.numpy as jnp
 
     from clinical_t5x.model import flops
 
+    cfg = configs.SIZES[args.size]
+    result = {"device": f"{device.platform}: {device.device_kind}", **timing,
+              "threads": len(os.sched_getaffinity(0)),
+              "params": sum(x.size for x in jax.tree_util.tree_leaves(params)),
+              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
+                  config, cfg.inputs_length, cfg.targets_length),
+              "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if device.platform == "cpu":
-        a = jnp.ones((1024, 1024), dtype)
+        a = jnp.ones((1024, 1024), args.worker_dtype)
         matmul = jax.jit(jnp.matmul)
-        return {"matmul_tflops": best_rate(lambda: matmul(a, a), jax.block_until_ready,
-                                           2 * 1024 ** 3)}
+        result["matmul_tflops"] = best_rate(lambda: matmul(a, a), jax.block_until_ready,
+                                            2 * 1024 ** 3)
+        return result
     peak = flops.device_peak_flops(device.device_kind)
-    result = {"peak_tflops": peak / 1e12 if peak else None}
+    result["peak_tflops"] = peak / 1e12 if peak else None
     stats = device.memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         result["device_peak_gb"] = stats["peak_bytes_in_use"] / 2 ** 30
@@ -351,8 +353,6 @@ def t5x_worker(args: argparse.Namespace) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from clinical_t5x.model import flops
-
     device = _xla_device()
     cfg = configs.SIZES[args.size]
     config = configs.t5_config(args.size, args.worker_dtype)
@@ -388,12 +388,7 @@ def t5x_worker(args: argparse.Namespace) -> dict:
 
     timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
                          args.steps)
-    result = {"device": f"{device.platform}: {device.device_kind}", **timing,
-              "threads": len(os.sched_getaffinity(0)),
-              "params": sum(x.size for x in jax.tree_util.tree_leaves(holder["state"].params)),
-              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
-                  config, cfg.inputs_length, cfg.targets_length)}
-    return {**result, **_jax_matmul_or_peak(device, args.worker_dtype)}
+    return _xla_result(args, device, config, holder["state"].params, timing)
 
 
 # ----------------------------------------------------------------------------- entry point
