@@ -204,7 +204,7 @@ class MultiHeadAttention(nn.Module):
     Heads-first: the projections write [batch, heads, length, head_dim] directly (the kernel
     viewed as [emb, heads, head_dim]) and the output projection contracts heads and head_dim
     together, so no [batch, length, heads, head_dim] activation is transposed for the per-head
-    matmuls; measured about 5% less CPU time per train step than splitting heads after the
+    matmuls; measured 3-5% less CPU time per train step than splitting heads after the
     projection (docs/performance.md).
     """
 
