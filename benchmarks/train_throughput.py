@@ -1,4 +1,4 @@
-"""Training throughput of the built-in trainer against Hugging Face PyTorch, measured fairly.
+"""Training throughput of the built-in trainer against Hugging Face PyTorch and t5x, fairly.
 
     python benchmarks/train_throughput.py --size tiny        # CPU: defaults and tuned rows
     python benchmarks/train_throughput.py --size small --engines jax,torch,torch_compile
@@ -10,7 +10,8 @@ What "fair" means here:
   torch from torch.set_num_threads and OMP/MKL_NUM_THREADS).
 - "defaults": nothing set for any engine (no allocator settings, no XLA flags).
   "tuned": the allocator settings of `clinical_t5x.train.runtime` for EVERY engine, plus each
-  engine's own best flags (XLA: `runtime.xla_cpu_flags(dtype)`; torch: SDPA attention).
+  engine's own best flags (XLA, for the built-in step and t5x alike:
+  `runtime.xla_cpu_flags(dtype)`; torch: SDPA attention).
 - One dtype policy: fp32 = float32 throughout; bf16 = bfloat16 activations, float32
   parameters and losses (built-in: `T5Config.dtype`; torch: `torch.autocast`). On GPU TF32 is
   allowed for both engines' float32 matmuls.
@@ -21,12 +22,13 @@ What "fair" means here:
   MFU on GPU/TPU is against the chip's dense bf16 peak (`flops.device_peak_flops`); on CPU
   the "matmul" column is the rate the same engine reaches on a 1024^3 matmul in the same dtype
   and process settings, and "of matmul" is the model FLOP/s as a fraction of it.
-The real t5x trainer is not an engine here (its step needs its own task registry); compare
-with it by running `python -m t5x.train` on the same shapes.
+- t5x: real t5x's own train step (`t5x_worker`) on the same shapes and random batch, no
+  SeqIO task needed; its row says "skipped" with the reason when t5x does not import.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -38,7 +40,8 @@ import time
 import configs  # benchmarks/configs.py: the named model sizes
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
-ENGINES = ("jax", "torch", "torch_compile")
+ENGINES = ("jax", "torch", "torch_compile", "t5x")
+XLA_ENGINES = ("jax", "t5x")  # engines that run on XLA and so take its flags
 SETTINGS = ("defaults", "tuned")
 # Variables that change an engine's speed; "defaults" runs without any of them.
 _TUNING_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "XLA_FLAGS", "CLINICAL_T5X_RUNTIME_CONFIGURED")
@@ -67,7 +70,7 @@ def worker_env(base: dict[str, str], settings: str, engine: str, dtype: str,
     if settings == "tuned":
         env = runtime.cpu_runtime_env(env)
         env.pop("CLINICAL_T5X_RUNTIME_CONFIGURED", None)
-        if engine == "jax" and runtime.backend_is_cpu(env):
+        if engine in XLA_ENGINES and runtime.backend_is_cpu(env):
             flags = runtime.xla_cpu_flags(dtype)
             if flags:
                 env["XLA_FLAGS"] = " ".join(flags)
@@ -128,6 +131,9 @@ def format_table(rows: list[dict], size: str, threads: int) -> str:
         if "error" in r:
             out.append(f"{label}failed: {r['error']}")
             continue
+        if "skipped" in r:
+            out.append(f"{label}skipped: {r['skipped']}")
+            continue
         low, mid, high = summary(r["step_s"])
         tflops = flops_per_step / mid / 1e12 if flops_per_step else 0.0
         peak = r.get("peak_tflops") or r.get("matmul_tflops")
@@ -145,7 +151,7 @@ def format_table(rows: list[dict], size: str, threads: int) -> str:
 def speedup_lines(rows: list[dict]) -> list[str]:
     """Built-in vs each other engine, same dtype and settings, by median step time."""
     ok = {(r["engine"], r["dtype"], r["settings"]): summary(r["step_s"])[1]
-          for r in rows if "error" not in r}
+          for r in rows if "step_s" in r}
     lines = []
     for (engine, dtype, settings), median in sorted(ok.items()):
         ours = ok.get(("jax", dtype, settings))
@@ -212,16 +218,22 @@ def best_rate(run, sync, flops: float, budget_s: float = 2.0) -> float:
     return flops / best / 1e12
 
 
-def jax_worker(args: argparse.Namespace) -> dict:
+def _xla_device():
+    """The first JAX device; on GPU float32 matmuls may use TF32, as torch is told too."""
     import jax
-    import jax.numpy as jnp
-
-    from clinical_t5x.model import flops, optim, partitioning, steps
-    from clinical_t5x.model import network
 
     device = jax.devices()[0]
     if device.platform == "gpu":
         jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+    return device
+
+
+def jax_worker(args: argparse.Namespace) -> dict:
+    import jax
+
+    from clinical_t5x.model import network, optim, partitioning, steps
+
+    device = _xla_device()
     cfg = configs.SIZES[args.size]
     config = configs.t5_config(args.size, args.worker_dtype)
     model = network.Transformer(config)
@@ -241,9 +253,22 @@ def jax_worker(args: argparse.Namespace) -> dict:
 
     timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
                          args.steps)
+    return _xla_result(args, device, config, holder["state"].params, timing)
+
+
+def _xla_result(args: argparse.Namespace, device, config, params, timing: dict) -> dict:
+    """The row of an XLA engine (built-in or t5x): timing, the shared FLOP count, and on CPU
+    the 1024^3 matmul rate in the same dtype (the MFU ceiling), else the chip's peak and the
+    device's peak memory."""
+    import jax
+    import jax.numpy as jnp
+
+    from clinical_t5x.model import flops
+
+    cfg = configs.SIZES[args.size]
     result = {"device": f"{device.platform}: {device.device_kind}", **timing,
               "threads": len(os.sched_getaffinity(0)),
-              "params": sum(x.size for x in jax.tree_util.tree_leaves(holder["state"].params)),
+              "params": sum(x.size for x in jax.tree_util.tree_leaves(params)),
               "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
                   config, cfg.inputs_length, cfg.targets_length),
               "xla_flags": os.environ.get("XLA_FLAGS", "")}
@@ -252,12 +277,12 @@ def jax_worker(args: argparse.Namespace) -> dict:
         matmul = jax.jit(jnp.matmul)
         result["matmul_tflops"] = best_rate(lambda: matmul(a, a), jax.block_until_ready,
                                             2 * 1024 ** 3)
-    else:
-        peak = flops.device_peak_flops(device.device_kind)
-        result["peak_tflops"] = peak / 1e12 if peak else None
-        stats = device.memory_stats() or {}
-        if "peak_bytes_in_use" in stats:
-            result["device_peak_gb"] = stats["peak_bytes_in_use"] / 2 ** 30
+        return result
+    peak = flops.device_peak_flops(device.device_kind)
+    result["peak_tflops"] = peak / 1e12 if peak else None
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        result["device_peak_gb"] = stats["peak_bytes_in_use"] / 2 ** 30
     return result
 
 
@@ -315,6 +340,57 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
     return result
 
 
+def t5x_worker(args: argparse.Namespace) -> dict:
+    """Real t5x on the same shapes: its `EncoderDecoderModel` (t5x/examples/t5 network, z-loss
+    1e-4 as its T5 gin files), Adafactor with its factoring rules, and `Trainer`'s own jitted
+    train step (`train_with_lr`, state donated). `{"skipped": why}` when t5x does not import."""
+    try:
+        from t5x import adafactor, models, partitioning, trainer, utils
+        from t5x.examples.t5 import network as t5x_network
+        import seqio  # after t5x: imports TensorFlow, slow to fail
+    except ImportError as error:
+        return {"skipped": f"t5x is not importable ({error}); put t5x on PYTHONPATH"}
+    import jax
+    import jax.numpy as jnp
+
+    device = _xla_device()
+    cfg = configs.SIZES[args.size]
+    config = configs.t5_config(args.size, args.worker_dtype)
+    module = t5x_network.Transformer(t5x_network.T5Config(**{
+        field: getattr(config, field) for field in (
+            "vocab_size", "emb_dim", "num_heads", "num_encoder_layers", "num_decoder_layers",
+            "head_dim", "mlp_dim", "mlp_activations", "dropout_rate", "logits_via_embedding")},
+        dtype=jnp.dtype(args.worker_dtype)))
+    vocabulary = seqio.PassThroughVocabulary(cfg.vocab_size)
+    optimizer = adafactor.Adafactor(decay_rate=0.8, step_offset=0,
+                                    logical_factor_rules=adafactor.standard_logical_factor_rules())
+    model = models.EncoderDecoderModel(module, vocabulary, vocabulary, optimizer, z_loss=1e-4)
+    partitioner = partitioning.PjitPartitioner(num_partitions=1)
+    batch = random_batch(cfg.vocab_size, cfg.batch_size, cfg.inputs_length, cfg.targets_length)
+    batch["decoder_loss_weights"] = (batch["decoder_target_tokens"] > 0).astype("float32")
+    initializer = utils.TrainStateInitializer(
+        optimizer_def=model.optimizer_def, init_fn=model.get_initial_variables,
+        input_shapes={k: v.shape for k, v in batch.items()},
+        input_types={k: v.dtype for k, v in batch.items()}, partitioner=partitioner)
+    t5x_trainer = trainer.Trainer(
+        model, initializer.from_scratch(jax.random.PRNGKey(0)), partitioner, eval_names=[],
+        summary_dir=None, train_state_axes=initializer.train_state_axes,
+        rng=jax.random.PRNGKey(1), num_microbatches=None,
+        learning_rate_fn=utils.create_learning_rate_scheduler(
+            factors="constant * rsqrt_decay", base_learning_rate=1.0, warmup_steps=10000))
+    train_step = t5x_trainer._partitioned_train_step  # noqa: SLF001 (t5x's step, no loop)
+    data = {k: jnp.asarray(v) for k, v in batch.items()}
+    holder = {"state": t5x_trainer.train_state}
+
+    def run_step():
+        holder["state"], metrics = train_step(holder["state"], data)
+        return metrics
+
+    timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
+                         args.steps)
+    return _xla_result(args, device, config, holder["state"].params, timing)
+
+
 # ----------------------------------------------------------------------------- entry point
 
 
@@ -324,7 +400,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=[*DTYPES, "both", "auto"], default="auto",
                         help="auto: bf16 on accelerators, both on CPUs with a bf16 matrix unit, "
                              "fp32 on other CPUs (where bf16 is emulated and takes minutes)")
-    parser.add_argument("--engines", default="jax,torch",
+    parser.add_argument("--engines", default="jax,torch,t5x",
                         help=f"comma list of {', '.join(ENGINES)}")
     parser.add_argument("--settings", default=",".join(SETTINGS),
                         help="comma list of defaults, tuned")
@@ -350,8 +426,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.worker:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:args.threads])
-        result = (jax_worker(args) if args.worker == "jax"
-                  else torch_worker(args, compiled=args.worker == "torch_compile"))
+        workers = {"jax": jax_worker, "t5x": t5x_worker,
+                   "torch": functools.partial(torch_worker, compiled=False),
+                   "torch_compile": functools.partial(torch_worker, compiled=True)}
+        result = workers[args.worker](args)
         result["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(result), flush=True)
         return 0

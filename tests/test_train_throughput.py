@@ -1,5 +1,7 @@
-"""benchmarks/train_throughput.py: fair settings per engine, the report's arithmetic, and a
-micro run of the bf16 path (the GPU configuration's dtype policy) on CPU."""
+"""benchmarks/train_throughput.py: fair settings per engine, the report's arithmetic, the t5x
+row (run, or skipped with its reason), and a micro run of the bf16 path (the GPU
+configuration's dtype policy) on CPU."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -32,6 +34,9 @@ def test_defaults_set_nothing_and_tuned_gives_every_engine_the_allocator(bench, 
     assert bench.worker_env(base, "tuned", "jax", "float32", 2)["XLA_FLAGS"] == runtime.YNN_FLAG
     assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "jax", "bfloat16", 2)
     assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "torch", "float32", 2)
+    # t5x runs on XLA too: the same flags as the built-in step, no more.
+    assert bench.worker_env(base, "tuned", "t5x", "float32", 2)["XLA_FLAGS"] == runtime.YNN_FLAG
+    assert "XLA_FLAGS" not in bench.worker_env(base, "defaults", "t5x", "float32", 2)
 
 
 def _row(engine, step_s, **extra):
@@ -55,6 +60,19 @@ def test_table_uses_the_median_for_rates_and_prints_min_median_max(bench):
     assert "torch_compile float32  tuned    failed: exit code 1: boom" in table
     assert f"tokens/step = batch x (inputs + targets) = {tokens:,}" in table
     assert "threads per engine: 2" in table and runtime.this_cpu().model in table
+
+
+def test_t5x_row_is_skipped_with_its_reason_when_t5x_does_not_import(bench, monkeypatch):
+    monkeypatch.setitem(sys.modules, "t5x", None)  # makes `import t5x...` raise ImportError
+    args = bench.parse_args(["--size", "micro", "--worker", "t5x", "--worker_dtype", "float32",
+                             "--worker_settings", "tuned"])
+    skipped = bench.t5x_worker(args)
+    assert set(skipped) == {"skipped"} and "t5x is not importable" in skipped["skipped"]
+    row = {"engine": "t5x", "dtype": "float32", "settings": "tuned", **skipped}
+    table = bench.format_table([_row("jax", [2.0, 2.0, 2.0]), row], "tiny", threads=2)
+    assert f"t5x           float32  tuned    skipped: {skipped['skipped']}" in table
+    assert "built-in vs t5x" not in table
+    assert bench.parse_args([]).engines.split(",") == ["jax", "torch", "t5x"]
 
 
 @pytest.mark.parametrize("on_cpu, cpuinfo, expected", [
@@ -95,3 +113,24 @@ def test_micro_bf16_run_of_both_engines(request):
         assert len(row["step_s"]) == 3 and row["flops_per_step"] == expected
         assert row["threads"] >= 1 and row["peak_rss_gb"] > 0 and row["matmul_tflops"] > 0
     assert "built-in vs torch, bfloat16, tuned" in out.stdout
+
+
+@pytest.mark.heavy
+@pytest.mark.t5x
+@pytest.mark.skipif(importlib.util.find_spec("t5x") is None, reason="t5x is not importable")
+def test_micro_run_of_real_t5x_next_to_the_built_in_step(request):
+    """t5x's own train step on the benchmark's shapes, timed like the other engines, with the
+    shared FLOP count and a speed-up line against the built-in step."""
+    script = request.config.rootpath / "benchmarks" / "train_throughput.py"
+    out = subprocess.run([sys.executable, str(script), "--size", "micro", "--dtype", "fp32",
+                          "--settings", "tuned", "--engines", "jax,t5x", "--warmup", "1"],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {r["engine"]: r for r in map(json.loads, (
+        line for line in out.stdout.splitlines() if line.startswith("{")))}
+    assert set(rows) == {"jax", "t5x"}
+    assert len(rows["t5x"]["step_s"]) == 3 and rows["t5x"]["peak_rss_gb"] > 0
+    # Same model: same parameter count and FLOPs as the built-in step.
+    assert rows["t5x"]["params"] == rows["jax"]["params"]
+    assert rows["t5x"]["flops_per_step"] == rows["jax"]["flops_per_step"]
+    assert "built-in vs t5x, float32, tuned" in out.stdout

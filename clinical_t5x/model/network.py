@@ -147,6 +147,28 @@ def relative_position_bucket(relative_position: np.ndarray, bidirectional: bool,
     return bucket + np.where(n < max_exact, n, large)
 
 
+@jax.custom_vjp
+def _lookup_buckets(table: Array, buckets: Array) -> Array:
+    """`table[:, buckets]`: [heads, num_buckets] -> [heads, q, k]."""
+    return jnp.take(table, buckets, axis=1)
+
+
+def _lookup_buckets_fwd(table: Array, buckets: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _lookup_buckets(table, buckets), (table, buckets)
+
+
+def _lookup_buckets_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, None]:
+    """Scatter-add of the cotangent, kept out of the fusion that sums it over the batch: fused,
+    XLA CPU sums the [batch, heads, q, k] cotangent in the scatter's [q*k, heads] order, a strided
+    walk that cost about 2% of a train step; summed first it reads memory in order."""
+    table, buckets = residuals
+    grad = jax.lax.optimization_barrier(grad)
+    return jnp.zeros_like(table).at[:, buckets].add(grad), None
+
+
+_lookup_buckets.defvjp(_lookup_buckets_fwd, _lookup_buckets_bwd)
+
+
 class RelativePositionBiases(nn.Module):
     """Per-head learned bias for each relative-position bucket, shape [1, heads, q, k]."""
 
@@ -160,11 +182,31 @@ class RelativePositionBiases(nn.Module):
                        (self.num_heads, NUM_RELPOS_BUCKETS), ("heads", "relpos_buckets"))
         buckets = relative_position_bucket(
             np.arange(klen)[None, :] - np.arange(qlen)[:, None], bidirectional)
-        return jnp.take(table.astype(self.dtype), jnp.asarray(buckets), axis=1)[None]
+        return _lookup_buckets(table.astype(self.dtype), jnp.asarray(buckets))[None]
+
+
+class Kernel(nn.Module):
+    """A t5x DenseGeneral `kernel` [in, out] under its module name, returned unapplied, for
+    projections that are not a plain `x @ kernel` (attention's per-head einsums)."""
+
+    shape: tuple[int, int]
+    axes: tuple[str, str]
+    init: Initializer = _kernel_init
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return _param(self, "kernel", self.init, self.shape, self.axes)
 
 
 class MultiHeadAttention(nn.Module):
-    """t5x attention: q/k/v kernels [emb, heads*head_dim], no run-time 1/sqrt(d) scaling."""
+    """t5x attention: q/k/v kernels [emb, heads*head_dim], no run-time 1/sqrt(d) scaling.
+
+    Heads-first: the projections write [batch, heads, length, head_dim] directly (the kernel
+    viewed as [emb, heads, head_dim]) and the output projection contracts heads and head_dim
+    together, so no [batch, length, heads, head_dim] activation is transposed for the per-head
+    matmuls; measured 3-5% less CPU time per train step than splitting heads after the
+    projection (docs/performance.md).
+    """
 
     config: T5Config
 
@@ -173,30 +215,32 @@ class MultiHeadAttention(nn.Module):
                  deterministic: bool) -> Array:
         cfg = self.config
         dtype = cfg.activation_dtype
-        joined = cfg.num_heads * cfg.head_dim
-        query_init = lambda *a: _attention_init(*a) / np.sqrt(cfg.head_dim)  # noqa: E731
-        project = functools.partial(Dense, joined, ("embed", "joined_kv"), dtype)
+        emb, heads, head_dim = inputs_q.shape[-1], cfg.num_heads, cfg.head_dim
+        query_init = lambda *a: _attention_init(*a) / np.sqrt(head_dim)  # noqa: E731
+        kernel = functools.partial(Kernel, (emb, heads * head_dim), ("embed", "joined_kv"))
 
-        def heads(x: Array) -> Array:
-            x = x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
-            return _constrain(x, ("batch", "length", "heads", "kv"))
+        def project(x: Array, name: str, init: Initializer = _attention_init) -> Array:
+            k = kernel(init, name=name)().astype(dtype).reshape(emb, heads, head_dim)
+            return _constrain(jnp.einsum("ble,ehd->bhld", x.astype(dtype), k),
+                              ("batch", "heads", "length", "kv"))
 
-        q = heads(project(kernel_init=query_init, name="query")(inputs_q))
-        k = heads(project(kernel_init=_attention_init, name="key")(inputs_kv))
-        v = heads(project(kernel_init=_attention_init, name="value")(inputs_kv))
+        q = project(inputs_q, "query", query_init)
+        k = project(inputs_kv, "key")
+        v = project(inputs_kv, "value")
         if cfg.float32_attention_logits:
             q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(q.dtype)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias.astype(q.dtype)
         weights = jax.nn.softmax(logits).astype(dtype)
         if not deterministic and cfg.dropout_rate > 0.0:
             # t5x drops whole key columns per head (broadcast over the query axis).
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout_rate,
                                         weights.shape[:2] + (1,) + weights.shape[3:])
             weights = weights * (keep / (1.0 - cfg.dropout_rate)).astype(dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v)
-        out = out.reshape(out.shape[:2] + (joined,))
-        return Dense(inputs_q.shape[-1], ("joined_kv", "embed"), dtype,
-                     kernel_init=_attention_init, name="out")(out)
+        out = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+        out_kernel = Kernel((heads * head_dim, emb), ("joined_kv", "embed"), _attention_init,
+                            name="out")()
+        return jnp.einsum("bhqd,hde->bqe", out,
+                          out_kernel.astype(dtype).reshape(heads, head_dim, emb))
 
 
 class MlpBlock(nn.Module):
