@@ -36,34 +36,18 @@ class Decoded(NamedTuple):
     scores: Array
 
 
-def _heads(x: Array, cfg: network.T5Config) -> Array:
-    return x.reshape(x.shape[:-1] + (cfg.num_heads, cfg.head_dim))
-
-
-def _project(x: Array, kernel: Array, dtype: Any) -> Array:
-    return jnp.einsum("...d,df->...f", x.astype(dtype), kernel.astype(dtype))
-
-
 def _attend(cfg: network.T5Config, params: dict, q_in: Array, keys: Array, values: Array,
             bias: Array) -> Array:
-    """One query position against cached keys/values [batch, klen, heads, head_dim]; the
-    same operations in the same dtypes as `network.MultiHeadAttention` (no dropout)."""
-    dtype = cfg.activation_dtype
-    q = _heads(_project(q_in, params["query"]["kernel"], dtype), cfg)
-    k = keys
-    if cfg.float32_attention_logits:
-        q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias.astype(q.dtype)
-    weights = jax.nn.softmax(logits).astype(dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", weights, values)
-    out = out.reshape(out.shape[:2] + (cfg.num_heads * cfg.head_dim,))
-    return _project(out, params["out"]["kernel"], dtype)
+    """One query position against cached keys/values [batch, heads, klen, head_dim]: the
+    network's own attention functions (no dropout)."""
+    q = network.project_heads(q_in, params["query"]["kernel"], cfg)
+    weights = network.attention_weights(q, keys, bias, cfg)
+    return network.merge_heads(weights, values, params["out"]["kernel"], cfg)
 
 
 def _keys_values(cfg: network.T5Config, params: dict, x: Array) -> tuple[Array, Array]:
-    dtype = cfg.activation_dtype
-    return (_heads(_project(x, params["key"]["kernel"], dtype), cfg),
-            _heads(_project(x, params["value"]["kernel"], dtype), cfg))
+    return (network.project_heads(x, params["key"]["kernel"], cfg),
+            network.project_heads(x, params["value"]["kernel"], cfg))
 
 
 def _norm(cfg: network.T5Config, params: dict, x: Array) -> Array:
@@ -79,7 +63,8 @@ def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
         embedding = params["token_embedder"]["embedding"]
         return jnp.einsum("...d,vd->...v", y.astype(jnp.float32), embedding) / np.sqrt(
             y.shape[-1])
-    return _project(y, params["decoder"]["logits_dense"]["kernel"], jnp.float32)
+    kernel = params["decoder"]["logits_dense"]["kernel"]
+    return jnp.einsum("...d,dv->...v", y.astype(jnp.float32), kernel.astype(jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))
@@ -107,7 +92,7 @@ def greedy_decode(model: network.Transformer, params: Any, encoder_input_tokens:
         {"params": dec["relpos_bias"]}, length, length, False)  # [1, heads, length, length]
     embedding = params["token_embedder"]["embedding"]
     # One array per layer (not one stacked array): XLA then updates each in place per step.
-    empty_cache = tuple(jnp.zeros((batch, length, cfg.num_heads, cfg.head_dim), dtype)
+    empty_cache = tuple(jnp.zeros((batch, cfg.num_heads, length, cfg.head_dim), dtype)
                         for _ in layers)
 
     def step(carry):
@@ -120,8 +105,8 @@ def greedy_decode(model: network.Transformer, params: Any, encoder_input_tokens:
         for n, layer in enumerate(layers):
             h = _norm(cfg, layer["pre_self_attention_layer_norm"], y)
             k, v = _keys_values(cfg, layer["self_attention"], h)
-            keys = jax.lax.dynamic_update_slice_in_dim(k_cache[n], k.astype(dtype), i, axis=1)
-            values = jax.lax.dynamic_update_slice_in_dim(v_cache[n], v.astype(dtype), i, axis=1)
+            keys = jax.lax.dynamic_update_slice_in_dim(k_cache[n], k.astype(dtype), i, axis=2)
+            values = jax.lax.dynamic_update_slice_in_dim(v_cache[n], v.astype(dtype), i, axis=2)
             new_k.append(keys)
             new_v.append(values)
             y = y + _attend(cfg, layer["self_attention"], h, keys, values, self_bias)
