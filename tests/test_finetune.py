@@ -128,3 +128,27 @@ def test_tiny_model_beats_the_majority_baseline(tmp_path, task):
     baseline = metrics.majority_baseline(targets["train"], targets["test"],
                                          getattr(metrics, task))[metric]
     assert run["test"][metric] >= baseline + MARGIN[task], (run["test"], baseline)
+
+
+def test_t5x_engine_reads_the_metrics_seqio_json_logger_writes(tmp_path):
+    """`--engine t5x` takes its scores from the files t5x's evaluators write through seqio's
+    JSONLogger: here written by that logger itself, two evaluations appended to one file, a
+    text metric and the decoded-output file beside it that must not count."""
+    import seqio
+    import tensorflow as tf
+    from seqio import metrics as metrics_lib
+
+    (tmp_path / "inference_eval").mkdir()  # t5x makes it before evaluating
+    logger = seqio.JSONLogger(output_dir=str(tmp_path / "inference_eval"))
+    dataset = tf.data.Dataset.from_tensor_slices({"example_id": [b"7-0", b"7-1"]})
+    for step, macro in ((100, 40.0), (200, 75.5)):
+        logger(task_name="clip", step=step,
+               metrics={"macro_f1": metrics_lib.Scalar(macro),
+                        "f1/Lab-related followup": metrics_lib.Scalar(macro / 2),
+                        "summary": metrics_lib.Text("macro-F1 table")},
+               dataset=dataset, inferences={"prediction": ["none", "none"]},
+               targets=["none", "Lab-related followup"])
+    assert (tmp_path / "inference_eval" / "clip-000200.jsonl").is_file()  # decoded outputs
+    assert finetune._t5x_metrics(tmp_path) == {
+        100: {"macro_f1": 40.0, "f1/Lab-related followup": 20.0},
+        200: {"macro_f1": 75.5, "f1/Lab-related followup": 37.75}}
