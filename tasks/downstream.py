@@ -50,6 +50,15 @@ def downstream_dir(task: str, mednli: str | None = None, radqa: str | None = Non
     return path
 
 
+@gin.configurable(module="clinical_t5x.tasks")
+def context_tokens(task: str, radqa: int = examples.RADQA_MAX_TOKENS,
+                   clip: int = examples.CLIP_MAX_TOKENS) -> int:
+    """The input budget RadQA windows and CLIP contexts are cut to: the paper's 1,024 and 512
+    by default; gin `clinical_t5x.tasks.context_tokens.<task>` lowers it for short runs (small
+    models, CPU), which then need TASK_FEATURE_LENGTHS' inputs no longer than it."""
+    return {"radqa": radqa, "clip": clip}[task]
+
+
 def _counter(vocabulary: seqio.Vocabulary) -> examples.TokenCounter:
     return examples.cached_counter(lambda text: len(vocabulary.encode(text)))
 
@@ -60,7 +69,9 @@ def _mednli(records, vocabulary):
 
 def _radqa(records, vocabulary):
     count = _counter(vocabulary)
-    return [ex for question in records for ex in examples.radqa_examples(question, count)]
+    budget = context_tokens("radqa")
+    return [ex for question in records
+            for ex in examples.radqa_examples(question, count, budget)]
 
 
 def _clip_sentences(folder: str, split: str) -> list:
@@ -74,7 +85,8 @@ def _clip(records, vocabulary):
     wanted = {(doc.doc_id, s.index) for doc, s in records}
     documents = {doc.doc_id: doc for doc, _ in records}.values()  # file order
     return [ex for doc in documents
-            for ex, s in zip(examples.clip_examples(doc, count), doc.sentences)
+            for ex, s in zip(examples.clip_examples(doc, count, context_tokens("clip")),
+                             doc.sentences)
             if (doc.doc_id, s.index) in wanted]
 
 

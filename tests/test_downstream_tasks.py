@@ -114,3 +114,21 @@ def test_radqa_windows_fit_the_real_vocabulary(vocab_dir):
     assert min(lengths[:-1]) > 0.9 * downstream_examples.RADQA_MAX_TOKENS  # windows are used fully
     assert [w["targets"] for w in windows][-1] == answer
     assert np.all([w["targets"] == downstream_examples.NO_ANSWER for w in windows[:-2]])
+
+
+@pytest.mark.parametrize("task, budget", [("radqa", 96), ("clip", 64)])
+def test_context_tokens_binding_cuts_windows_and_contexts_to_its_budget(task, budget, vocab_dir):
+    vocabulary = vocab_lib.load(vocab_dir)
+    default = downstream.build_examples(task, "validation", vocabulary)
+    gin.parse_config(f"clinical_t5x.tasks.context_tokens.{task} = {budget}")
+    short = downstream.build_examples(task, "validation", vocabulary)
+    lengths = [len(vocabulary.encode(ex["inputs"])) for ex in short]
+    assert max(lengths) <= budget - 1 < max(len(vocabulary.encode(ex["inputs"])) for ex in default)
+    if task == "radqa":  # more windows, and every question still has the window holding its answer
+        assert len(short) > len(default)
+        answered = {ex["example_id"] for ex in default if ex["targets"] != downstream_examples.NO_ANSWER}
+        assert answered == {ex["example_id"] for ex in short if ex["targets"] != downstream_examples.NO_ANSWER}
+    else:  # one example per sentence, each still ending in its sentence
+        assert [ex["targets"] for ex in short] == [ex["targets"] for ex in default]
+        assert all(ex["inputs"].endswith(d["inputs"].rsplit(" ; ", 1)[1])
+                   for ex, d in zip(short, default))

@@ -213,15 +213,18 @@ def _t5x(module: str, flags: list[str], root: str) -> None:
 
 
 def _t5x_metrics(folder: Path) -> dict[int, dict[str, float]]:
-    """{step: metrics} from t5x's `<task>-metrics.jsonl` files (one JSON line per step)."""
+    """{step: metrics} from the `<task>-metrics.jsonl` files seqio's JSONLogger writes under
+    t5x's `inference_eval/`: one JSON object a line, `step` and the task's metric_fns keys
+    (`f1/<label>` included, named as the built-in engine names them); text metrics are
+    skipped, the `<task>-<step>.jsonl` decoded outputs beside them are not read."""
     found: dict[int, dict[str, float]] = {}
     for path in sorted(folder.rglob("*-metrics.jsonl")):
         for line in path.read_text().splitlines():
             record = json.loads(line)
             step = int(record.pop("step"))
             found.setdefault(step, {}).update(
-                {k.split("/")[-1]: float(v) for k, v in record.items()
-                 if isinstance(v, (int, float))})
+                {k: float(v) for k, v in record.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return found
 
 
