@@ -105,17 +105,12 @@ parse_args() {
     esac
     shift
   done
-  [[ ${#positional[@]} -ge 1 ]] || { usage >&2; exit 2; }
-  [[ ${#positional[@]} -le 2 ]] || die "too many arguments: ${positional[*]}"
-  COMMAND="${positional[0]}"
-  VARIANT="${positional[1]:-}"
+  set_command "${positional[@]}"
   local n
   for n in NODES GPUS_PER_NODE; do
     [[ "${!n}" =~ ^[1-9][0-9]*$ ]] || die "--$(tr '_A-Z' '-a-z' <<<"$n") must be a positive whole number, not '${!n}'"
   done
-  for n in MAX_REQUEUES SIGNAL_LEAD LINES; do
-    [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(tr '_A-Z' '-a-z' <<<"$n") must be a whole number, not '${!n}'"
-  done
+  require_whole_numbers MAX_REQUEUES SIGNAL_LEAD LINES
   [[ -z "$CPUS_PER_TASK" || "$CPUS_PER_TASK" =~ ^[1-9][0-9]*$ ]] || die "--cpus-per-task must be a positive whole number, not '$CPUS_PER_TASK'"
   [[ -z "$JOB_ID" || "$JOB_ID" =~ ^[0-9]+(_[0-9]+)?$ ]] || die "--job must be a Slurm job id, not '$JOB_ID'"
   [[ "$NAME" =~ ^[A-Za-z0-9._-]+$ ]] || die "--name may hold letters, digits, '.', '_' and '-' only, not '$NAME'"

@@ -124,14 +124,8 @@ parse_args() {
     esac
     shift
   done
-  [[ ${#positional[@]} -ge 1 ]] || { usage >&2; exit 2; }
-  COMMAND="${positional[0]}"
-  VARIANT="${positional[1]:-}"
-  [[ ${#positional[@]} -le 2 ]] || die "too many arguments: ${positional[*]}"
-  local n
-  for n in MAX_RETRIES BACKOFF MAX_BACKOFF POLL WAIT_TIMEOUT LINES; do
-    [[ "${!n}" =~ ^[0-9]+$ ]] || die "--$(tr '_A-Z' '-a-z' <<<"$n") must be a whole number"
-  done
+  set_command "${positional[@]}"
+  require_whole_numbers MAX_RETRIES BACKOFF MAX_BACKOFF POLL WAIT_TIMEOUT LINES
 }
 
 # ---------------------------------------------------------------------------------------------
