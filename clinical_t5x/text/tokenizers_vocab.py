@@ -96,18 +96,6 @@ class TokenizersVocabulary(vocab.FolderVocabulary, seqio.Vocabulary):
         return int(self._config["model_vocab_size"])
 
     @property
-    def bos_id(self) -> None:
-        return None
-
-    @property
-    def eos_id(self) -> int:
-        return 1
-
-    @property
-    def unk_id(self) -> int:
-        return 2
-
-    @property
     def _base_vocab_size(self) -> int:
         return int(self._config["vocab_size"])
 

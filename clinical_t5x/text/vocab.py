@@ -120,6 +120,19 @@ class FolderVocabulary:
     def lowercase(self) -> bool:
         return bool(self._config["lowercase"])
 
+    # T5's core ids, the same in every folder (pad 0 is seqio's default).
+    @property
+    def bos_id(self) -> None:
+        return None  # T5 has no bos
+
+    @property
+    def eos_id(self) -> int:
+        return 1
+
+    @property
+    def unk_id(self) -> int:
+        return 2
+
     def _key(self) -> tuple:
         raise NotImplementedError
 
@@ -248,18 +261,6 @@ class ClinicalVocabulary(FolderVocabulary, seqio.Vocabulary):
     @property
     def model_vocab_size(self) -> int:
         return round_up(self._base_vocab_size)
-
-    @property
-    def bos_id(self) -> None:
-        return None  # T5 has no bos
-
-    @property
-    def eos_id(self) -> int:
-        return 1
-
-    @property
-    def unk_id(self) -> int:
-        return 2
 
     @property
     def _base_vocab_size(self) -> int:
