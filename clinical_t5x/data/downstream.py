@@ -163,6 +163,17 @@ def _field(record: Any, key: str, kind: type, path: Path, where: str) -> Any:
 # ---- MedNLI -----------------------------------------------------------------------------
 
 
+def _new_id(record: Any, key: str, seen: set[str], path: Path, where: str) -> tuple[str, str]:
+    """The record's id under `key`, refused if `seen` already holds it (then added), and
+    `where` extended to name it, so later errors point at the record by id."""
+    value = _field(record, key, str, path, where)
+    where = f"{where} ({key} {shown_id(value)})"
+    if value in seen:
+        raise DownstreamDataError(path, where, key, "duplicate id")
+    seen.add(value)
+    return value, where
+
+
 def read_mednli(folder: str | os.PathLike, split: str) -> list[NliPair]:
     """The pairs of one split, in file order; blank lines are skipped."""
     _check_split(split)
@@ -177,11 +188,7 @@ def read_mednli(folder: str | os.PathLike, split: str) -> list[NliPair]:
         except json.JSONDecodeError as e:
             raise DownstreamDataError(path, where, None,
                                       f"not valid JSON ({e.msg} at column {e.colno})") from None
-        pair_id = _field(record, "pairID", str, path, where)
-        where = f"line {number} (pairID {shown_id(pair_id)})"
-        if pair_id in seen:
-            raise DownstreamDataError(path, where, "pairID", "duplicate id")
-        seen.add(pair_id)
+        pair_id, where = _new_id(record, "pairID", seen, path, where)
         label = _field(record, "gold_label", str, path, where)
         if label not in NLI_LABELS:
             raise DownstreamDataError(path, where, "gold_label", f"not one of {', '.join(NLI_LABELS)}")
@@ -240,12 +247,7 @@ def _iter_radqa(path: Path, text: str) -> Iterator[Question]:
             at = f"{where} paragraphs[{j}]"
             context = _field(paragraph, "context", str, path, at)
             for k, qa in enumerate(_list_field(paragraph, "qas", path, at)):
-                qa_where = f"{at} qas[{k}]"
-                qa_id = _field(qa, "id", str, path, qa_where)
-                qa_where = f"{qa_where} (id {shown_id(qa_id)})"
-                if qa_id in seen:
-                    raise DownstreamDataError(path, qa_where, "id", "duplicate id")
-                seen.add(qa_id)
+                qa_id, qa_where = _new_id(qa, "id", seen, path, f"{at} qas[{k}]")
                 question = _field(qa, "question", str, path, qa_where)
                 impossible = _field(qa, "is_impossible", bool, path, qa_where)
                 yield Question(qa_id, title, context, question,
