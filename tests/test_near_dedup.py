@@ -79,6 +79,16 @@ def test_shingles_of_a_batch_are_each_notes_own():
     assert [len(s) for s in batch] == [3, 1, 1, 1, 2, 1]
 
 
+def test_notes_without_words_are_not_sketched():
+    """Only notes with words get a sketch, and every field stays with its own note."""
+    s = Sketches()
+    s.add("mimic4_radiology", [(1, 10, "  ... --- ", False), (2, 20, BODY, True), (3, 30, "", False),
+                               (4, 40, "one two", False)], NearOptions(num_perm=16, bands=4))
+    assert (list(s.rows), list(s.subjects), list(s.downstream)) == ([2, 4], [20, 40], [1, 0])
+    assert list(s.sizes) == [len(near_dedup.words(BODY)), 2] and s.source_names() == ["mimic4_radiology"] * 2
+    assert s.matrix(16).shape == (2, 16) and s.matrix(16).dtype == np.uint32
+
+
 def test_similar_pairs_are_the_band_sharing_pairs_over_the_threshold():
     """Against brute force over every pair: LSH with 4 bands of 4 rows finds exactly the pairs
     that agree on a whole band and on at least `threshold` of all values (noisy copies give
