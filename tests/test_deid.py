@@ -169,10 +169,10 @@ def test_replace_list_of_notes_as_in_the_clinical_t5_release():
 
 def test_mimic4_blanks_default_to_misc_and_leave_form_lines():
     counts = deid.DeidCounts()
-    text = "Name:  ___  Unit No: ___\n______________\n___"
-    expected = "Name:  [MISC]  Unit No: [MISC]\n______________\n[MISC]"
+    text = "___ Name:  ___  Unit No: ___\n______________\n____ _____ ______ a___b\n___"
+    expected = "[MISC] Name:  [MISC]  Unit No: [MISC]\n______________\n____ _____ ______ a[MISC]b\n[MISC]"
     assert deid.replace_mimic4(text, counts=counts) == expected
-    assert counts.tags["[MISC]"] == 3
+    assert counts.tags["[MISC]"] == 5
 
 
 @pytest.mark.parametrize("context,tag", [

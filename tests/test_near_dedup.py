@@ -3,6 +3,7 @@ synthetic corpus's planted duplicates through `prepare --dedup near`."""
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import numpy as np
@@ -24,11 +25,16 @@ def test_words_mask_every_deid_family_alike():
     assert near_dedup.words("a ____ form line") == [b"a", b"____", b"form", b"line"]  # not a blank
 
 
-@pytest.mark.parametrize("text", [
+WORD_CASES = [
     "Temp 37.9 °C, UOP ~30–50 cc/hr, creat 1.2 → 1.0 ± mild, a naïve response to 0.1 µg/kg/min",
     "ÉCOLE İstanbul \u212a ΟΔΟΣ straße ǅ e\u0301 x\ud800y \t\x0c\x1c tab_sep __init__ ½ ²",
     "",
-])
+    "eightchr eightchrs ninechars9 sixteen_chars_ab sixteen_chars_ac seventeen_chars_a eightchr",
+    "nul\x00inside [**Last Name 12**] ___ [Name] a_b ____ " + "x" * 40 + " " + "x" * 39 + "y",
+]
+
+
+@pytest.mark.parametrize("text", WORD_CASES)
 def test_words_are_regex_words_of_the_lowercased_masked_text(text):
     """The fast tokeniser cuts exactly what `\\w+` finds in the lowercased masked text,
     non-ASCII letters, digits, combining marks and context-dependent lowercasing included."""
@@ -36,13 +42,27 @@ def test_words_are_regex_words_of_the_lowercased_masked_text(text):
     assert near_dedup.words(text) == [w.encode("utf-8") for w in expected]
 
 
-def _shingles(tokens: list[str], size: int = 3) -> list[bytes]:
-    return near_dedup.shingle_sets([[t.encode() for t in tokens]], size)[0]
+def test_word_hashes_follow_the_words_of_each_text():
+    """Batched texts get one hash per word that `words` cuts, in order, equal exactly where
+    the words are equal (long words, unicode, placeholders and NULs included), and the hashes
+    each text gets alone: no word runs into the next text."""
+    hashes, counts = near_dedup.word_hashes(WORD_CASES)
+    assert counts.tolist() == [len(near_dedup.words(t)) for t in WORD_CASES]
+    all_words = [w for t in WORD_CASES for w in near_dedup.words(t)]
+    for (w1, h1), (w2, h2) in itertools.combinations(zip(all_words, hashes.tolist()), 2):
+        assert (w1 == w2) == (h1 == h2), (w1, w2)
+    alone = [near_dedup.word_hashes([t])[0] for t in WORD_CASES]
+    assert hashes.tolist() == np.concatenate(alone).tolist()
+
+
+def _shingles(words: list[str], size: int = 3) -> list[int]:
+    hashes, counts = near_dedup.word_hashes([" ".join(words)])
+    return near_dedup.shingle_hashes(hashes, counts, size)[0].tolist()
 
 
 def test_shingles_are_ordered_word_windows():
     abcd = _shingles(["a", "b", "c", "d"])
-    assert len(abcd) == 2 and all(len(s) == 8 for s in abcd) and abcd[0] != abcd[1]
+    assert len(abcd) == 2 and abcd[0] != abcd[1]
     assert _shingles(["x", "b", "c", "d"])[1] == abcd[1]  # same window, same shingle
     assert _shingles(["c", "b", "a"]) != abcd[:1]  # order counts
     assert len(_shingles(["a", "b"])) == 1 and _shingles(["a", "b"]) != _shingles(["b", "a"])
@@ -52,9 +72,41 @@ def test_shingles_of_a_batch_are_each_notes_own():
     """Notes batched together (long, short, one word) get the windows each gets alone: no
     window reaches into the next note."""
     notes = [["a", "b", "c", "d", "e"], ["b"], ["c", "d"], ["a", "b", "c"], ["e", "f", "g", "h"], ["z"]]
-    batch = near_dedup.shingle_sets([[t.encode() for t in note] for note in notes], 3)
+    hashes, counts = near_dedup.word_hashes([" ".join(note) for note in notes])
+    flat, offsets = near_dedup.shingle_hashes(hashes, counts, 3)
+    batch = [flat[a:b].tolist() for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     assert batch == [_shingles(note) for note in notes]
     assert [len(s) for s in batch] == [3, 1, 1, 1, 2, 1]
+
+
+def test_notes_without_words_are_not_sketched():
+    """Only notes with words get a sketch, and every field stays with its own note."""
+    s = Sketches()
+    s.add("mimic4_radiology", [(1, 10, "  ... --- ", False), (2, 20, BODY, True), (3, 30, "", False),
+                               (4, 40, "one two", False)], NearOptions(num_perm=16, bands=4))
+    assert (list(s.rows), list(s.subjects), list(s.downstream)) == ([2, 4], [20, 40], [1, 0])
+    assert list(s.sizes) == [len(near_dedup.words(BODY)), 2] and s.source_names() == ["mimic4_radiology"] * 2
+    assert s.matrix(16).shape == (2, 16) and s.matrix(16).dtype == np.uint32
+
+
+def test_similar_pairs_are_the_band_sharing_pairs_over_the_threshold():
+    """Against brute force over every pair: LSH with 4 bands of 4 rows finds exactly the pairs
+    that agree on a whole band and on at least `threshold` of all values (noisy copies give
+    pairs over the threshold that share no band, and band-sharing pairs under it)."""
+    rng = np.random.default_rng(0)
+    digests = np.repeat(rng.integers(0, 2**32, size=(40, 16), dtype=np.uint32), 5, axis=0)
+    noise = rng.random(digests.shape) < 0.15
+    digests[noise] = rng.integers(0, 2**32, size=int(noise.sum()), dtype=np.uint32)
+    sketches = Sketches(digests=[digests[:77], digests[77:]])  # blocks as merged from chunks
+    similar, banded = set(), set()
+    for i, j in itertools.combinations(range(len(digests)), 2):
+        if (digests[i] == digests[j]).mean() >= 0.75:
+            similar.add((i, j))
+        if any((digests[i, b:b + 4] == digests[j, b:b + 4]).all() for b in range(0, 16, 4)):
+            banded.add((i, j))
+    assert similar - banded and banded - similar and len(similar & banded) > 50
+    found = near_dedup.similar_pairs(sketches, NearOptions(num_perm=16, bands=4, threshold=0.75))
+    assert found.tolist() == sorted(map(list, similar & banded))
 
 
 def test_options_are_checked():

@@ -70,7 +70,9 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 # MIMIC-IV hides every identifier as exactly three underscores (longer runs are form lines).
-_BLANK = re.compile(r"(?<!_)___(?!_)")
+# The pattern starts with the literal (the look-behind after it: no "_" before the three), so
+# `re` scans for "___" at C speed instead of trying the look-behind at every position (~4x).
+_BLANK = re.compile(r"___(?<!____)(?!_)")
 # Left contexts that type a MIMIC-IV blank unambiguously: the last one to three words before it,
 # lowercased, without the trailing ":", "." or "#" (see `replace_mimic4`).
 _CONTEXT_TAGS: dict[str, tuple[str, ...]] = {

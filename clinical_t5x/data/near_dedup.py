@@ -6,17 +6,23 @@ memorisation, so `prepare --dedup near` keeps one note of every group of near-id
 
 A note becomes its set of `shingle_words`-word shingles, taken after every DEID placeholder,
 blank and tag is masked to one token (`deid.mask`) and the text lowercased, so two
-de-identifications of one note look alike. `rensa` (a Rust MinHash/LSH library) sketches each
-set with `num_perm` permutations; its LSH index (`bands` bands of `num_perm / bands` rows)
-proposes candidate pairs, and a pair counts as a duplicate only when the sketches' estimated
-Jaccard similarity reaches `threshold` (so LSH's false candidates never drop a note). Clusters
-are the connected components of those pairs; each keeps one note: the MIMIC-IV copy when the
-cluster spans both releases (the newer de-identification), otherwise the longest (most words),
-then the latest (last in its file).
+de-identifications of one note look alike. `rensa` (a Rust MinHash library) sketches each set
+with `num_perm` permutations. LSH with `bands` bands of `num_perm / bands` rows proposes
+candidate pairs (notes whose digests agree on a whole band), and a pair counts as a duplicate
+only when the sketches' estimated Jaccard similarity reaches `threshold` (so LSH's false
+candidates never drop a note). Clusters are the connected components of those pairs; each
+keeps one note: the MIMIC-IV copy when the cluster spans both releases (the newer
+de-identification), otherwise the longest (most words), then the latest (last in its file).
 
-Memory: a sketch is `num_perm` 32-bit values (512 bytes at 128) plus its Python object; the
-LSH index adds one entry per band. Only the reading process holds them (see docs/dedup.md for
-the measured size per million notes); workers send each chunk's sketches and keep nothing.
+Why the banding is numpy and not rensa's `RMinHashLSH`: rensa 0.5.0 answers candidate pairs
+only for `RMinHash` objects, one Python object per note, which workers must build from one
+bytes token per shingle; its object-free digest matrix cannot be pickled to the reading
+process nor queried for pairs. So workers send plain digest arrays, and the reading process
+buckets each band the way `RMinHashLSH` does (a 64-bit hash of the band's values) with a sort.
+
+Memory: a sketch is `num_perm` 32-bit values (512 bytes at 128) in a numpy array. Only the
+reading process holds them (see docs/dedup.md for the measured size per million notes);
+workers send each chunk's sketches and keep nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ _NON_ASCII_WORDS = "clinical_t5x.near_dedup.non_ascii_words"  # codec error hand
 _CAPITAL_SIGMA = "\u03a3"
 _MASK = " deid "  # one word for every hidden span
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd: order matters in a window's hash
+_FMIX = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+_SPACE = ord(" ")
+# _LOW_BYTES[k]: the low k bytes of a little-endian 8-byte load (k = 0 .. 8)
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+_PAIR_BLOCK = 1 << 16  # candidate pairs checked at once (bounds the check's memory)
 
 
 def _ascii_word_table() -> bytes:
@@ -95,60 +106,110 @@ def _encode_non_ascii(error: UnicodeError) -> tuple[bytes, int]:
 codecs.register_error(_NON_ASCII_WORDS, _encode_non_ascii)
 
 
-def words(text: str) -> list[bytes]:
-    """Lowercased word tokens (`\\w+`, UTF-8) with every DEID placeholder, blank or tag as `deid`.
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser, elementwise: a bijection that spreads every input bit
+    over the output (rensa feeds the hashes straight into its permutations)."""
+    shift, m1, m2 = _FMIX
+    h = h ^ (h >> shift)
+    h *= m1
+    h ^= h >> shift
+    h *= m2
+    h ^= h >> shift
+    return h
 
-    The same tokens as `re.findall(r"\\w+", masked.lower())`, a few times faster: C-level
-    ASCII encoding, `bytes.translate` and `split` cut the words, and only runs of non-ASCII
-    characters reach Python. Lowercasing a run on its own is lowercasing it in its text, except
-    for a capital sigma (final or not by its neighbours): a text holding one takes the regex.
+
+def _masked_bytes(text: str) -> bytes:
+    """The text masked (`deid.mask`) and encoded so that `bytes.translate(_ASCII_WORDS)` leaves
+    its words lowercased and everything else spaces.
+
+    C-level ASCII encoding, and only runs of non-ASCII characters reach Python (lowercasing a
+    run on its own is lowercasing it in its text, except for a capital sigma, final or not by
+    its neighbours: a text holding one is cut by the regex and its words joined by spaces).
     """
     masked = deid.mask(text, _MASK)
     if _CAPITAL_SIGMA in masked:
-        return [word.encode("utf-8") for word in _WORD.findall(masked.lower())]
-    return masked.encode("ascii", _NON_ASCII_WORDS).translate(_ASCII_WORDS).split()
+        return b" ".join(word.encode("utf-8") for word in _WORD.findall(masked.lower()))
+    return masked.encode("ascii", _NON_ASCII_WORDS)
 
 
-def shingle_sets(notes: list[list[bytes]], size: int) -> list[list[bytes]]:
-    """Each note's `size`-word windows (a shorter note is one window), each as 8 bytes.
+def words(text: str) -> list[bytes]:
+    """Lowercased word tokens (`\\w+`, UTF-8) with every DEID placeholder, blank or tag as `deid`.
 
-    One rensa call hashes every word of every note; numpy combines each window's word hashes
-    in order, for all notes at once (a per-note loop, or joining each window's words into a
-    string, costs several times more). Every note needs at least one word.
+    The same tokens as `re.findall(r"\\w+", masked.lower())`, a few times faster (see
+    `_masked_bytes`).
     """
-    hashes = rensa.RMinHash.hash_token_sets(notes)
-    lengths = np.fromiter(map(len, hashes), dtype=np.int64, count=len(hashes))
-    flat = np.fromiter(itertools.chain.from_iterable(hashes), dtype=np.uint64, count=int(lengths.sum()))
-    starts = np.cumsum(lengths) - lengths
-    counts = np.maximum(1, lengths - size + 1)  # windows per note
-    short = np.flatnonzero(lengths < size)  # one window of all its words
+    return _masked_bytes(text).translate(_ASCII_WORDS).split()
+
+
+def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of every word (as `words` cuts them) of every text, in order, and each
+    text's number of words; equal words get equal hashes, different words different ones (but
+    with ~2**-64 odds for words over 8 bytes).
+
+    All texts at once and no Python object per word: the texts' `_masked_bytes` are joined by
+    spaces and translated in one buffer, numpy finds the words (runs of non-spaces) and loads
+    each word's bytes 8 at a time (unaligned little-endian loads, the bytes past the word
+    masked off). A word of up to 8 bytes hashes to `_fmix64` of its bytes (no byte is zero, so
+    no two such words collide); a longer one folds in each further 8 bytes with `_fmix64`.
+    """
+    parts = [_masked_bytes(text) for text in texts]
+    spans = np.fromiter((len(part) + 1 for part in parts), dtype=np.int64, count=len(parts))
+    text_starts = np.cumsum(spans) - spans
+    buffer = b" ".join(parts).translate(_ASCII_WORDS) + b" " * 8  # room for the last 8-byte load
+    in_word = np.zeros(len(buffer) + 1, dtype=np.int8)
+    np.not_equal(np.frombuffer(buffer, dtype=np.uint8), _SPACE, out=in_word[1:].view(bool))
+    edges = np.flatnonzero(np.diff(in_word))  # word starts and ends, alternating
+    starts, lengths = edges[0::2], edges[1::2] - edges[0::2]
+    loads = np.ndarray((len(buffer) - 7,), dtype="<u8", buffer=buffer, strides=(1,))
+    hashes = _fmix64(loads[starts] & _LOW_BYTES[np.minimum(lengths, 8)])
+    longer, offset = np.flatnonzero(lengths > 8), 8
+    while len(longer):
+        block = loads[starts[longer] + offset] & _LOW_BYTES[np.minimum(lengths[longer] - offset, 8)]
+        hashes[longer] = _fmix64(hashes[longer] ^ block)
+        offset += 8
+        longer = longer[lengths[longer] > offset]
+    counts = np.diff(np.searchsorted(starts, np.r_[text_starts, len(buffer)]))
+    return hashes, counts
+
+
+def shingle_hashes(hashes: np.ndarray, counts: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each note's `size`-word windows (a shorter note is one window of all its words) as
+    64-bit hashes, from its word hashes (`word_hashes`; every count >= 1), all notes at once.
+
+    Returns the flat window hashes and the offsets of each note's first window (plus the
+    total), as rensa's `digest_matrix_from_flat_token_hashes` takes them. A window's hash
+    combines its word hashes in order, then `_fmix64`.
+    """
+    n = len(hashes)
+    starts = np.cumsum(counts) - counts
+    windows_per_note = np.maximum(1, counts - size + 1)
+    short = np.flatnonzero(counts < size)  # one window of all its words
     short_windows = np.empty(len(short), dtype=np.uint64)
-    window, n = flat.copy(), len(flat)
+    window = hashes.copy()
     for offset in range(size):  # window[p]: the hash of words p .. p + offset
-        done = lengths[short] == offset + 1
+        done = counts[short] == offset + 1
         short_windows[done] = window[starts[short[done]]]
         reach = n - offset - 1  # windows that can take one more word
         if offset + 1 < size and reach > 0:
-            window[:reach] = window[:reach] * _MIX + flat[offset + 1:]  # wraps mod 2**64
-    firsts = np.cumsum(counts) - counts  # each note's first window in the result
-    picked = window[np.repeat(starts - firsts, counts) + np.arange(int(counts.sum()))]
+            window[:reach] = window[:reach] * _MIX + hashes[offset + 1:]  # wraps mod 2**64
+    firsts = np.cumsum(windows_per_note) - windows_per_note  # each note's first window
+    picked = window[np.repeat(starts - firsts, windows_per_note) + np.arange(int(windows_per_note.sum()))]
     picked[firsts[short]] = short_windows
-    tokens = picked.view("V8").tolist()  # 8-byte tokens: rensa hashes them again
-    bounds = np.r_[firsts, len(tokens)].tolist()
-    return [tokens[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    return _fmix64(picked), np.r_[firsts, len(picked)].astype(np.uint64)
 
 
 @dataclasses.dataclass
 class Sketches:
     """Sketched notes: where each is (source, row in its file, subject), its length in words,
-    whether a downstream benchmark names it, and its MinHash. Picklable; `merge` appends."""
+    whether a downstream benchmark names it, and its MinHash digest. Picklable as plain
+    arrays; `merge` appends."""
 
     sources: array = dataclasses.field(default_factory=lambda: array("b"))  # index into SOURCES
     rows: array = dataclasses.field(default_factory=lambda: array("q"))
     subjects: array = dataclasses.field(default_factory=lambda: array("q"))
     sizes: array = dataclasses.field(default_factory=lambda: array("q"))
     downstream: array = dataclasses.field(default_factory=lambda: array("b"))
-    minhashes: list = dataclasses.field(default_factory=list)
+    digests: list[np.ndarray] = dataclasses.field(default_factory=list)  # (notes, num_perm) uint32 blocks
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -156,40 +217,86 @@ class Sketches:
     def add(self, source: str, notes: Iterable[tuple[int, int, str, bool]], options: NearOptions) -> None:
         """Sketches one source's notes, given as (row, subject, text, named by a downstream
         benchmark), all in one batch; a note with no words is skipped (nothing to match)."""
-        batch = [(row, subject, named, tokens) for row, subject, text, named in notes if (tokens := words(text))]
+        batch = list(notes)
         if not batch:
             return
-        rows, subjects, named, tokens = zip(*batch)
-        self.sources.extend([SOURCES.index(source)] * len(batch))
-        self.rows.extend(rows)
-        self.subjects.extend(subjects)
-        self.sizes.extend(map(len, tokens))
-        self.downstream.extend(named)
-        self.minhashes += rensa.RMinHash.from_token_sets(shingle_sets(list(tokens), options.shingle_words),
-                                                         options.num_perm, options.seed)
+        rows, subjects, texts, named = zip(*batch)
+        hashes, counts = word_hashes(list(texts))
+        sketched = np.flatnonzero(counts).tolist()
+        if not sketched:
+            return
+        self.sources.extend([SOURCES.index(source)] * len(sketched))
+        self.rows.extend(rows[k] for k in sketched)
+        self.subjects.extend(subjects[k] for k in sketched)
+        self.sizes.extend(counts[sketched].tolist())
+        self.downstream.extend(named[k] for k in sketched)
+        shingles, offsets = shingle_hashes(hashes, counts[sketched], options.shingle_words)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(shingles, offsets, options.num_perm,
+                                                                      options.seed)
+        flat = np.fromiter(itertools.chain.from_iterable(matrix.to_rows()), dtype=np.uint32,
+                           count=len(sketched) * options.num_perm)
+        self.digests.append(flat.reshape(len(sketched), options.num_perm))
 
     def merge(self, other: Sketches) -> Sketches:
         for name in ("sources", "rows", "subjects", "sizes", "downstream"):
             getattr(self, name).extend(getattr(other, name))
-        self.minhashes += other.minhashes
+        self.digests += other.digests
         return self
+
+    def matrix(self, num_perm: int) -> np.ndarray:
+        """Every digest, one row per note (the blocks joined once, then kept joined)."""
+        if len(self.digests) != 1:
+            self.digests = [np.concatenate(self.digests) if self.digests else np.zeros((0, num_perm), np.uint32)]
+        return self.digests[0]
 
     def source_names(self) -> list[str]:
         return [SOURCES[i] for i in self.sources]
 
 
+def _band_keys(band: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's values in one band (equal bands, equal keys)."""
+    keys = np.zeros(len(band), dtype=np.uint64)
+    for column in band.T:
+        keys = keys * _MIX + column
+    return _fmix64(keys)
+
+
+def _same_key_pairs(keys: np.ndarray) -> np.ndarray:
+    """Every pair (i, j), i < j, of rows with equal keys, encoded as i * len(keys) + j."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new_run = np.r_[True, ordered[1:] != ordered[:-1]]
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(len(keys)), 0))
+    earlier = np.arange(len(keys)) - run_start  # members of its run before each position
+    total = int(earlier.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    first = np.cumsum(earlier) - earlier
+    i = np.repeat(order, earlier)
+    j = order[np.repeat(run_start - first, earlier) + np.arange(total)]
+    return np.minimum(i, j) * len(keys) + np.maximum(i, j)
+
+
 def similar_pairs(sketches: Sketches, options: NearOptions) -> np.ndarray:
     """(i, j) index pairs, i < j, whose estimated Jaccard similarity reaches the threshold.
 
-    LSH proposes candidates; each is checked on the full sketches, so the result does not
-    depend on which band caught it. Sorted, so the same input gives the same pairs.
+    LSH proposes candidates: pairs whose digests agree on all rows of at least one band. Each
+    candidate is checked on the full digests (the fraction of equal values, rensa's estimate),
+    so the result does not depend on which band caught it. Sorted, so the same input gives the
+    same pairs.
     """
-    index = rensa.RMinHashLSH(threshold=options.threshold, num_perm=options.num_perm, num_bands=options.bands)
-    minhashes = sketches.minhashes
-    index.insert_many(minhashes)
-    pairs = {(key, other) for key, candidates in enumerate(index.query_all(minhashes)) for other in candidates
-             if other > key and minhashes[key].jaccard(minhashes[other]) >= options.threshold}
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    digests = sketches.matrix(options.num_perm)
+    n, rows = len(digests), options.num_perm // options.bands
+    candidates = np.zeros(0, np.int64)
+    for band in range(options.bands):
+        band_pairs = _same_key_pairs(_band_keys(digests[:, band * rows:(band + 1) * rows]))
+        candidates = np.union1d(candidates, band_pairs)
+    kept = []
+    for block in range(0, len(candidates), _PAIR_BLOCK):
+        i, j = np.divmod(candidates[block:block + _PAIR_BLOCK], n)
+        similarity = (digests[i] == digests[j]).sum(axis=1) / options.num_perm
+        kept.append(np.stack([i, j], axis=1)[similarity >= options.threshold])
+    return np.concatenate(kept) if kept else np.zeros((0, 2), np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
