@@ -124,6 +124,14 @@ def test_mednli_error_names_pair_id(root, tmp_path):
     assert f"line 2 (pairID {pair_id!r})" in _error(downstream.read_mednli, folder, "train")
 
 
+def test_mednli_duplicate_pair_id(root, tmp_path):
+    folder = _copy(root, "mednli", tmp_path)
+    first = downstream.read_mednli(folder, "train")[0].pair_id
+    _edit_mednli_line(folder, 4, _record_edit(lambda r: r.update(pairID=first)))
+    message = _error(downstream.read_mednli, folder, "train")
+    assert f"line 4 (pairID {first!r}): field 'pairID': duplicate id" in message
+
+
 # ---- RadQA ------------------------------------------------------------------------------
 
 
@@ -152,6 +160,14 @@ def test_radqa_bad_question(root, tmp_path, change, field, problem):
     message = _error(downstream.read_radqa, folder, "train")
     assert message.startswith(f"{folder / 'train.json'}: data[1] (title ")
     assert "paragraphs[0] qas[2]" in message and f"field {field!r}: " in message and problem in message
+
+
+def test_radqa_duplicate_question_id(root, tmp_path):
+    folder = _copy(root, "radqa", tmp_path)
+    first = downstream.read_radqa(folder, "train")[0].qa_id
+    _edit_radqa(folder, lambda qa: qa.update(id=first))
+    message = _error(downstream.read_radqa, folder, "train")
+    assert f"paragraphs[0] qas[2] (id {first!r}): field 'id': duplicate id" in message
 
 
 def test_radqa_title_must_be_row_id(root, tmp_path):

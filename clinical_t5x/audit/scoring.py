@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from clinical_t5x.hf import convert
-from clinical_t5x.model import losses, network, steps
+from clinical_t5x.model import decoding, losses, network, steps
 from clinical_t5x.model.partitioning import Partitioner
 from clinical_t5x.train import checkpoint_formats
 
@@ -106,7 +106,7 @@ class Scorer:
                 encoded = jax.device_put(_pad(rows, length, self.batch_size),
                                          self.partitioner.data_sharding)
                 generated = np.asarray(jax.device_get(
-                    network.greedy_decode(self.model, params, encoded, max_length)))
+                    decoding.greedy_decode(self.model, params, encoded, max_length).tokens))
                 for i in range(len(rows)):
                     ids = generated[i].tolist()
                     out[start + i] = ids[:ids.index(1)] if 1 in ids else ids

@@ -36,13 +36,29 @@ class Decoded(NamedTuple):
     scores: Array
 
 
-def _attend(cfg: network.T5Config, params: dict, q_in: Array, keys: Array, values: Array,
+def _project(cfg: network.T5Config, x: Array, kernel: Array) -> Array:
+    """One position's activations [batch, emb] through a 2-D kernel, as `network.Dense` does."""
+    return jnp.einsum("bd,df->bf", x.astype(cfg.activation_dtype),
+                      kernel.astype(cfg.activation_dtype))
+
+
+def _split_heads(cfg: network.T5Config, x: Array) -> Array:
+    """[batch, heads*head_dim] -> [batch, heads, 1, head_dim]: a free reshape for one position."""
+    return x.reshape(x.shape[0], cfg.num_heads, 1, cfg.head_dim)
+
+
+def _attend(cfg: network.T5Config, params: dict, x: Array, keys: Array, values: Array,
             bias: Array) -> Array:
-    """One query position against cached keys/values [batch, heads, klen, head_dim]: the
-    network's own attention functions (no dropout)."""
-    q = network.project_heads(q_in, params["query"]["kernel"], cfg)
+    """One query position [batch, emb] against keys/values [batch, heads, klen, head_dim], with
+    the network's softmax (`network.attention_weights`; no dropout).
+
+    The kernels stay 2-D: with a single query position the heads split and merge are free
+    reshapes of [batch, heads*head_dim], whereas `network.project_heads`' [emb, heads,
+    head_dim] view made XLA copy every q/out kernel into a new layout on every step."""
+    q = _split_heads(cfg, _project(cfg, x, params["query"]["kernel"]))
     weights = network.attention_weights(q, keys, bias, cfg)
-    return network.merge_heads(weights, values, params["out"]["kernel"], cfg)
+    out = jnp.einsum("bhqk,bhkd->bhqd", weights, values)  # [batch, heads, 1, head_dim]
+    return _project(cfg, out.reshape(x.shape[0], -1), params["out"]["kernel"])
 
 
 def _keys_values(cfg: network.T5Config, params: dict, x: Array) -> tuple[Array, Array]:
@@ -55,7 +71,9 @@ def _norm(cfg: network.T5Config, params: dict, x: Array) -> Array:
 
 
 def _mlp(cfg: network.T5Config, params: dict, x: Array) -> Array:
-    return network.MlpBlock(cfg).apply({"params": params}, x, deterministic=True)
+    """`network.MlpBlock` on one position [batch, emb] (viewed as a length-1 sequence, the
+    layout its sharding constraint names)."""
+    return network.MlpBlock(cfg).apply({"params": params}, x[:, None, :], deterministic=True)[:, 0]
 
 
 def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
@@ -97,23 +115,24 @@ def greedy_decode(model: network.Transformer, params: Any, encoder_input_tokens:
 
     def step(carry):
         i, token, tokens, scores, done, k_cache, v_cache = carry
-        y = jnp.take(embedding, token, axis=0).astype(dtype)[:, None, :]  # [batch, 1, emb]
+        y = jnp.take(embedding, token, axis=0).astype(dtype)  # [batch, emb]
         visible = (jnp.arange(length) <= i)[None, None, None, :]
         self_bias = (jax.lax.dynamic_slice_in_dim(relpos, i, 1, axis=2)
                      + jnp.where(visible, 0.0, network.MASKED_LOGIT).astype(dtype))
         new_k, new_v = [], []
         for n, layer in enumerate(layers):
             h = _norm(cfg, layer["pre_self_attention_layer_norm"], y)
-            k, v = _keys_values(cfg, layer["self_attention"], h)
-            keys = jax.lax.dynamic_update_slice_in_dim(k_cache[n], k.astype(dtype), i, axis=2)
-            values = jax.lax.dynamic_update_slice_in_dim(v_cache[n], v.astype(dtype), i, axis=2)
+            k, v = (_split_heads(cfg, _project(cfg, h, layer["self_attention"][name]["kernel"]))
+                    for name in ("key", "value"))
+            keys = jax.lax.dynamic_update_slice_in_dim(k_cache[n], k, i, axis=2)
+            values = jax.lax.dynamic_update_slice_in_dim(v_cache[n], v, i, axis=2)
             new_k.append(keys)
             new_v.append(values)
             y = y + _attend(cfg, layer["self_attention"], h, keys, values, self_bias)
             h = _norm(cfg, layer["pre_cross_attention_layer_norm"], y)
             y = y + _attend(cfg, layer["encoder_decoder_attention"], h, *cross[n], cross_bias)
             y = y + _mlp(cfg, layer["mlp"], _norm(cfg, layer["pre_mlp_layer_norm"], y))
-        logits = _output_logits(cfg, params, _norm(cfg, dec["decoder_norm"], y))[:, 0]
+        logits = _output_logits(cfg, params, _norm(cfg, dec["decoder_norm"], y))
         best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         logprob = jnp.take_along_axis(jax.nn.log_softmax(logits.astype(jnp.float32)),
                                       best[:, None], axis=-1)[:, 0]
