@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from clinical_t5x.data import downstream, synth, synth_downstream
+from clinical_t5x.data.downstream_examples import NO_ANSWER
 
 PLACEHOLDER = re.compile(r"\[\*\*[^\]]*\*\*\]")
 
@@ -62,6 +63,7 @@ def test_radqa_answers_are_report_spans(root):
         for answer in q.answers:
             assert q.context[:answer.start].endswith(f"The {organ} shows ")
             assert answer.text in synth_downstream._ORGAN_FINDINGS[organ]
+            assert answer.text.split()[0] != NO_ANSWER.split()[0]  # told apart from the start
         assert PLACEHOLDER.search(q.context)
     assert 0.2 < sum(q.is_impossible for q in questions) / len(questions) < 0.6
     words = {q.title: len(q.context.split()) for q in questions}

@@ -39,18 +39,19 @@ _AFFIRMED = ("Patient has {f}.", "Patient was found to have {f}.", "There is {f}
 
 # Organ -> the findings a report may give it (each finding belongs to one organ, as in real
 # reports): what a question's answer can be is narrowed by its organ, and which one it is, or
-# whether there is any, is read from the report.
+# whether there is any, is read from the report. No finding begins with "no", the first word
+# of the no-answer target.
 _ORGAN_FINDINGS: dict[str, tuple[str, ...]] = {
     "lungs": ("patchy opacity", "a small nodule"),
     "heart": ("mild enlargement", "normal size"),
     "pleura": ("trace fluid", "diffuse thickening"),
-    "mediastinum": ("no widening", "a calcified node"),
+    "mediastinum": ("normal contour", "a calcified node"),
     "liver": ("a simple cyst", "fatty infiltration"),
     "kidneys": ("a small stone", "mild hydronephrosis"),
     "spine": ("degenerative change", "a compression fracture"),
     "aorta": ("mild calcification", "a 4 cm aneurysm"),
     "stomach": ("postsurgical change", "wall thickening"),
-    "bladder": ("a diverticulum", "no acute abnormality"),
+    "bladder": ("a diverticulum", "wall trabeculation"),
 }
 _ORGANS = tuple(_ORGAN_FINDINGS)
 _LONG_REPORTS = 0.1  # share of reports with a long history (several 1,024-token windows)
