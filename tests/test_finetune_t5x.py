@@ -84,18 +84,32 @@ def one_device(monkeypatch):
     """t5x subprocesses on one CPU device (conftest's 8 would split the tiny heads 8 ways)."""
     import os
 
+    from clinical_t5x.tasks.downstream import DIR_ENVS
+
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "").replace(
         "--xla_force_host_platform_device_count=8", "").strip())
     monkeypatch.setenv("CLINICAL_T5X_NO_REEXEC", "1")
-    monkeypatch.delenv("CLINICAL_T5X_MEDNLI_DIR", raising=False)  # `finetune` sets it
+    for name in DIR_ENVS.values():  # `finetune` sets its task's
+        monkeypatch.delenv(name, raising=False)
     yield
     import gin
 
     gin.clear_config()
 
 
-def test_finetune_command_runs_mednli_end_to_end_with_t5x(tmp_path, one_device):
-    """`clinical-t5x finetune mednli --engine t5x`: t5x.train with validation metrics at every
+# Per task: synthetic split sizes (MedNLI pairs, RadQA reports, CLIP documents), feature
+# lengths (the RadQA/CLIP context budget to match: windows and contexts cut short), and metrics
+# the test split must report.
+END_TO_END = {
+    "mednli": ({"mednli": (32, 8, 8)}, {"inputs": 128, "targets": 16}, {"accuracy", "macro_f1"}),
+    "radqa": ({"radqa": (8, 3, 3)}, {"inputs": 128, "targets": 16}, {"em", "f1"}),
+    "clip": ({"clip": (3, 1, 1)}, {"inputs": 128, "targets": 32}, {"macro_f1", "micro_f1"}),
+}
+
+
+@pytest.mark.parametrize("task", sorted(END_TO_END))
+def test_finetune_command_runs_end_to_end_with_t5x(tmp_path, one_device, task):
+    """`clinical-t5x finetune <task> --engine t5x`: t5x.train with validation metrics at every
     checkpoint, the best step scored on test with t5x.eval, results written."""
     import jax
     from flax import linen as nn
@@ -106,24 +120,27 @@ def test_finetune_command_runs_mednli_end_to_end_with_t5x(tmp_path, one_device):
     from clinical_t5x.text import vocab
     from clinical_t5x.train import checkpoint_formats
 
+    sizes, lengths, reported = END_TO_END[task]
     vocab_dir = synthetic_default.vocab_dir()
     config = network.T5Config(vocab_size=vocab.load(vocab_dir).model_vocab_size,
                               mlp_activations=("relu",), logits_via_embedding=True, **MICRO_T5)
     params = nn.unbox(network.init_params(network.Transformer(config), jax.random.PRNGKey(0)))
     init = checkpoint_formats.write_params_checkpoint(jax.device_get(params), tmp_path / "init")
-    synth_downstream.write_downstream(tmp_path / "data", seed=0, sizes={"mednli": (32, 8, 8)})
-    sizes = {**MICRO_T5, "vocab_size": config.vocab_size, "dtype": "'float32'"}
+    synth_downstream.write_downstream(tmp_path / "data", seed=0, sizes=sizes)
+    model = {**MICRO_T5, "vocab_size": config.vocab_size, "dtype": "'float32'"}
+    budget = ([] if task == "mednli" else
+              [f"--gin.clinical_t5x.tasks.context_tokens.{task}={lengths['inputs']}"])
     code = finetune.main([
-        "mednli", "--engine", "t5x", f"--gin_file={MODEL_GIN}", "--init", str(init),
+        task, "--engine", "t5x", f"--gin_file={MODEL_GIN}", "--init", str(init),
         "--vocab", vocab_dir, "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
         "--seeds", "3", "--steps", "2", "--eval_every", "1", "--batch_size", "8",
-        "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 16}",
-        *[f"--gin.network.T5Config.{name}={value}" for name, value in sizes.items()]])
+        f"--gin.TASK_FEATURE_LENGTHS={lengths!r}", *budget,
+        *[f"--gin.network.T5Config.{name}={value}" for name, value in model.items()]])
     assert code == 0
     run_dir = tmp_path / "out" / "runs" / "100pct_seed3"
     run = json.loads((run_dir / "result.json").read_text())
     validation = finetune._t5x_metrics(run_dir / "inference_eval")
     assert run["best_step"] in validation and validation[run["best_step"]] == run["validation"]
-    assert {"accuracy", "macro_f1"} <= set(run["test"])
+    assert reported <= set(run["test"])
     assert (run_dir / "test_eval").is_dir()
     assert (tmp_path / "out" / "results.md").is_file()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from clinical_t5x.data import downstream, synth, synth_downstream
+from clinical_t5x.data.downstream_examples import NO_ANSWER
 
 PLACEHOLDER = re.compile(r"\[\*\*[^\]]*\*\*\]")
 
@@ -61,9 +62,14 @@ def test_radqa_answers_are_report_spans(root):
         assert q.is_impossible == (f"The {organ} shows " not in q.context)
         for answer in q.answers:
             assert q.context[:answer.start].endswith(f"The {organ} shows ")
+            assert answer.text in synth_downstream._ORGAN_FINDINGS[organ]
+            assert answer.text.split()[0] != NO_ANSWER.split()[0]  # told apart from the start
         assert PLACEHOLDER.search(q.context)
     assert 0.2 < sum(q.is_impossible for q in questions) / len(questions) < 0.6
-    assert max(len(q.context.split()) for q in questions) > 1024  # some need several windows
+    words = {q.title: len(q.context.split()) for q in questions}
+    long = [n for n in words.values() if n > 400]  # several 1,024-token windows
+    assert 0.03 < len(long) / len(words) < 0.2
+    assert max(n for n in words.values() if n <= 400) < 100  # the rest fit short windows
 
 
 def test_clip_labels_follow_cue_phrases(root):

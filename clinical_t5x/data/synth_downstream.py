@@ -6,10 +6,10 @@ baseline only if training and decoding work:
 - MedNLI: the premise names two findings; a hypothesis with a negation ("does not have",
   "denies", "no") about one of them is a contradiction, one restating one of them is an
   entailment, one about a finding the premise does not name is neutral.
-- RadQA: a report says "The <organ> shows <finding>." for a few organs; "What is seen in the
-  <organ>?" is answered by that finding's span, and asked about an organ the report does not
-  mention it is impossible (SQuAD 2.0's no-answer). One report in ten is long enough (well over
-  1,024 tokens) to need several windows.
+- RadQA: a short report says "The <organ> shows <finding>." for a few organs, each finding one
+  of its organ's own; "What is seen in the <organ>?" is answered by that finding's span, and
+  asked about an organ the report does not mention it is impossible (SQuAD 2.0's no-answer).
+  One report in ten has a long history (over 1,024 tokens) and needs several windows.
 - CLIP: sentences holding a label's cue phrase carry that label (two cues, two labels); the
   rest, note-like filler, carry none.
 Texts hold MIMIC-III DEID placeholders (`[**...**]`), as the real files do. Output is
@@ -37,14 +37,24 @@ DATASETS = tuple(DEFAULT_SIZES)
 _NEGATED = ("Patient does not have {f}.", "Patient denies {f}.", "No {f}.")
 _AFFIRMED = ("Patient has {f}.", "Patient was found to have {f}.", "There is {f}.")
 
-_ORGANS = ("lungs", "heart", "pleura", "mediastinum", "liver", "kidneys", "spine", "aorta",
-           "stomach", "bladder")
-_RADIOLOGY_FINDINGS = (
-    "a small nodule", "mild enlargement", "no acute abnormality", "a simple cyst",
-    "diffuse thickening", "a calcified granuloma", "moderate degenerative change",
-    "a 2 cm mass", "patchy opacity", "postsurgical change", "trace fluid",
-    "unremarkable appearance",
-)
+# Organ -> the findings a report may give it (each finding belongs to one organ, as in real
+# reports): what a question's answer can be is narrowed by its organ, and which one it is, or
+# whether there is any, is read from the report. No finding begins with "no", the first word
+# of the no-answer target.
+_ORGAN_FINDINGS: dict[str, tuple[str, ...]] = {
+    "lungs": ("patchy opacity", "a small nodule"),
+    "heart": ("mild enlargement", "normal size"),
+    "pleura": ("trace fluid", "diffuse thickening"),
+    "mediastinum": ("normal contour", "a calcified node"),
+    "liver": ("a simple cyst", "fatty infiltration"),
+    "kidneys": ("a small stone", "mild hydronephrosis"),
+    "spine": ("degenerative change", "a compression fracture"),
+    "aorta": ("mild calcification", "a 4 cm aneurysm"),
+    "stomach": ("postsurgical change", "wall thickening"),
+    "bladder": ("a diverticulum", "wall trabeculation"),
+}
+_ORGANS = tuple(_ORGAN_FINDINGS)
+_LONG_REPORTS = 0.1  # share of reports with a long history (several 1,024-token windows)
 _QUESTIONS_PER_REPORT = 4
 
 # CLIP label -> cue clauses that trigger it (plainly synthetic instructions).
@@ -110,17 +120,24 @@ def _write_mednli(out: Path, sizes: Sequence[int], seed: int) -> None:
 
 
 def _report(rng: random.Random, writer: synth._Writer) -> tuple[str, dict[str, tuple[int, str]]]:
-    """A radiology report and, per organ it describes, the finding's (offset, text)."""
-    history = writer.body(rng.randint(60, 120) if rng.random() < 0.1 else rng.randint(1, 4))
+    """A radiology report and, per organ it describes, the finding's (offset, text).
+
+    Most reports are short (an indication, then the findings), so that the findings fill
+    most of a window; one in ten carries a long history of note sentences before them.
+    """
+    if rng.random() < _LONG_REPORTS:
+        history = " ".join(writer.body(rng.randint(40, 60)).split())
+    else:
+        history = rng.choice(synth._FINDINGS) + "."
     parts = [f"{synth._fill(_DATE_FAMILY, rng)} 10:12 AM\nCHEST (PA AND LAT)   Clip # {synth._fill(_CLIP_FAMILY, rng)}\n"
-             f"HISTORY: {' '.join(history.split())}\nFINDINGS: "]
+             f"HISTORY: {history}\nFINDINGS: "]
     findings = {}
-    for organ in rng.sample(_ORGANS, rng.randint(2, 5)):
-        finding = rng.choice(_RADIOLOGY_FINDINGS)
+    for organ in rng.sample(_ORGANS, rng.randint(2, 4)):
+        finding = rng.choice(_ORGAN_FINDINGS[organ])
         head = f"The {organ} shows "
         findings[organ] = (sum(map(len, parts)) + len(head), finding)
         parts.append(f"{head}{finding}. ")
-    parts.append(f"\nIMPRESSION: see above. Dictated by {synth._fill(_NAME_FAMILY, rng)}.\n")
+    parts.append(f"\nDictated by {synth._fill(_NAME_FAMILY, rng)}.\n")
     return "".join(parts), findings
 
 
