@@ -41,7 +41,7 @@ def _attend(cfg: network.T5Config, params: dict, q_in: Array, keys: Array, value
     """One query position against cached keys/values [batch, heads, klen, head_dim]: the
     network's own attention functions (no dropout)."""
     q = network.project_heads(q_in, params["query"]["kernel"], cfg)
-    weights = network.attention_weights(q, keys, bias, cfg)
+    weights = network.attention_weights(q, keys, (bias,), cfg)
     return network.merge_heads(weights, values, params["out"]["kernel"], cfg)
 
 

@@ -208,13 +208,16 @@ def project_heads(x: Array, kernel: Array, cfg: T5Config) -> Array:
     return jnp.einsum("ble,ehd->bhld", x.astype(dtype), k)
 
 
-def attention_weights(q: Array, k: Array, bias: Array, cfg: T5Config) -> Array:
-    """Softmax over keys of q.k + bias, [batch, heads, q_len, k_len], in the activation dtype
+def attention_weights(q: Array, k: Array, biases: Sequence[Array], cfg: T5Config) -> Array:
+    """Softmax over keys of q.k plus the additive `biases` (each broadcastable to [batch, heads,
+    q_len, k_len]), [batch, heads, q_len, k_len], in the activation dtype
     (logits in float32 with `float32_attention_logits`); no 1/sqrt(d) (folded into the query
     kernel's initialisation, as in t5x)."""
     if cfg.float32_attention_logits:
         q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias.astype(q.dtype)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+    for bias in biases:
+        logits = logits + bias.astype(q.dtype)
     return jax.nn.softmax(logits).astype(cfg.activation_dtype)
 
 
@@ -234,7 +237,7 @@ class MultiHeadAttention(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
+    def __call__(self, inputs_q: Array, inputs_kv: Array, biases: Sequence[Array],
                  deterministic: bool) -> Array:
         cfg = self.config
         emb, heads, head_dim = inputs_q.shape[-1], cfg.num_heads, cfg.head_dim
@@ -248,7 +251,7 @@ class MultiHeadAttention(nn.Module):
         q = project(inputs_q, "query", query_init)
         k = project(inputs_kv, "key")
         v = project(inputs_kv, "value")
-        weights = attention_weights(q, k, bias, cfg)
+        weights = attention_weights(q, k, biases, cfg)
         if not deterministic and cfg.dropout_rate > 0.0:
             # t5x drops whole key columns per head (broadcast over the query axis).
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout_rate,
@@ -295,11 +298,11 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, biases: Sequence[Array], deterministic: bool) -> Array:
         cfg = self.config
         dtype = cfg.activation_dtype
         h = LayerNorm(dtype, name="pre_attention_layer_norm")(x)
-        h = MultiHeadAttention(cfg, name="attention")(h, h, bias, deterministic)
+        h = MultiHeadAttention(cfg, name="attention")(h, h, biases, deterministic)
         x = _Residual(cfg.dropout_rate)(h, x, deterministic)
         h = LayerNorm(dtype, name="pre_mlp_layer_norm")(x)
         h = MlpBlock(cfg, name="mlp")(h, deterministic)
@@ -310,16 +313,16 @@ class DecoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
-                 deterministic: bool) -> Array:
+    def __call__(self, y: Array, encoded: Array, self_biases: Sequence[Array],
+                 cross_biases: Sequence[Array], deterministic: bool) -> Array:
         cfg = self.config
         dtype = cfg.activation_dtype
         h = LayerNorm(dtype, name="pre_self_attention_layer_norm")(y)
-        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_bias, deterministic)
+        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_biases, deterministic)
         y = _Residual(cfg.dropout_rate)(h, y, deterministic)
         h = LayerNorm(dtype, name="pre_cross_attention_layer_norm")(y)
         h = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
-            h, encoded, cross_bias, deterministic)
+            h, encoded, cross_biases, deterministic)
         y = _Residual(cfg.dropout_rate)(h, y, deterministic)
         h = LayerNorm(dtype, name="pre_mlp_layer_norm")(y)
         h = MlpBlock(cfg, name="mlp")(h, deterministic)
@@ -340,6 +343,15 @@ def _mask_bias(mask: Array, dtype: Any) -> Array:
     return jnp.where(mask, 0.0, MASKED_LOGIT).astype(dtype)[:, None]
 
 
+def attention_biases(relpos: Array, mask: Array, dtype: Any) -> tuple[Array, Array]:
+    """The relative-position bias [1, heads, q, k] and the mask's [batch, 1, q, k], kept as two
+    terms that each layer adds to its logits. Summed once into one [batch, heads, q, k] bias,
+    the bias's gradient is that shape in every layer, and XLA kept all layers' copies alive to
+    sum them at the end (400 MB on "small"); added per layer, each layer's gradient is summed
+    over the batch where it is made (docs/performance.md)."""
+    return relpos, _mask_bias(mask, dtype)
+
+
 def _pairwise(query: Array, key: Array, fn: Callable = jnp.logical_and) -> Array:
     return fn(query[:, :, None], key[:, None, :])
 
@@ -353,14 +365,16 @@ class Encoder(nn.Module):
         cfg = self.config
         dtype = cfg.activation_dtype
         length = tokens.shape[-1]
-        # One relative-position bias for the whole stack (t5x recomputes the same value per layer).
-        bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
-            length, length, True) + _mask_bias(mask, dtype))
+        # One relative-position bias for the whole stack (t5x recomputes the same value per layer),
+        # added to the logits apart from the mask: see `attention_biases`.
+        biases = attention_biases(
+            RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(length, length, True),
+            mask, dtype)
         x = self.shared_embedding(tokens)
         x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
         layer = _layer_class(EncoderLayer, cfg)
         for i in range(cfg.num_encoder_layers):
-            x = layer(cfg, name=f"layers_{i}")(x, bias, deterministic)
+            x = layer(cfg, name=f"layers_{i}")(x, biases, deterministic)
         x = LayerNorm(dtype, name="encoder_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -375,14 +389,15 @@ class Decoder(nn.Module):
         cfg = self.config
         dtype = cfg.activation_dtype
         length = tokens.shape[-1]
-        self_bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
-            length, length, False) + _mask_bias(self_mask, dtype))
-        cross_bias = _mask_bias(cross_mask, dtype)
+        self_biases = attention_biases(
+            RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(length, length, False),
+            self_mask, dtype)
+        cross_biases = (_mask_bias(cross_mask, dtype),)
         y = self.shared_embedding(tokens)
         y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
         layer = _layer_class(DecoderLayer, cfg)
         for i in range(cfg.num_decoder_layers):
-            y = layer(cfg, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic)
+            y = layer(cfg, name=f"layers_{i}")(y, encoded, self_biases, cross_biases, deterministic)
         y = LayerNorm(dtype, name="decoder_norm")(y)
         y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
         if cfg.logits_via_embedding:
