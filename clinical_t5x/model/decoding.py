@@ -41,8 +41,8 @@ def _attend(cfg: network.T5Config, params: dict, q_in: Array, keys: Array, value
     """One query position against cached keys/values [batch, heads, klen, head_dim]: the
     network's own attention functions (no dropout)."""
     q = network.project_heads(q_in, params["query"]["kernel"], cfg)
-    weights = network.attention_weights(q, keys, (bias,), cfg)
-    return network.merge_heads(weights, values, params["out"]["kernel"], cfg)
+    return network.merge_heads(network.attend(q, keys, values, (bias,), cfg),
+                               params["out"]["kernel"], cfg)
 
 
 def _keys_values(cfg: network.T5Config, params: dict, x: Array) -> tuple[Array, Array]:
