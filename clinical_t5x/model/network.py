@@ -390,9 +390,10 @@ def _mask_bias(mask: Array, dtype: Any) -> Array:
 def attention_biases(relpos: Array, mask: Array, dtype: Any) -> tuple[Array, Array]:
     """The relative-position bias [1, heads, q, k] and the mask's [batch, 1, q, k], kept as two
     terms that each layer adds to its logits. Summed once into one [batch, heads, q, k] bias,
-    the bias's gradient is that shape in every layer, and XLA kept all layers' copies alive to
-    sum them at the end (400 MB on "small"); added per layer, each layer's gradient is summed
-    over the batch where it is made (docs/performance.md)."""
+    the bias's gradient has that shape in every layer, and XLA added up all layers' copies in
+    one pass at the end, then reduced over the batch in the bucket lookup's transposed order;
+    added per layer, each layer's gradient is summed over the batch where it is made
+    (docs/performance.md)."""
     return relpos, _mask_bias(mask, dtype)
 
 
