@@ -136,6 +136,56 @@ def test_relative_position_bias_gradient_is_the_lookups_scatter_add(bidirectiona
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_project_backward_equals_autodiff_of_the_product():
+    """`project`'s hand-laid-out backward (the kernel gradient over a transposed input) gives
+    autodiff's gradients of `x @ kernel` for a [batch, length, in] input."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(keys[0], (3, 5, EMB))
+    kernel = jax.random.normal(keys[1], (EMB, MLP))
+    cotangent = jax.random.normal(keys[2], (3, 5, MLP))
+
+    def loss(product, x, kernel):
+        return jnp.sum(product(x, kernel) * cotangent)
+
+    got = jax.jit(jax.grad(functools.partial(loss, network.project), argnums=(0, 1)))(x, kernel)
+    want = jax.grad(functools.partial(loss, lambda a, b: a @ b), argnums=(0, 1))(x, kernel)
+    np.testing.assert_allclose(network.project(x, kernel), x @ kernel, rtol=1e-5, atol=1e-5)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("with_keep", [False, True])
+def test_attend_equals_softmax_then_values_with_its_gradients(with_keep):
+    """`attend` (normalised after the value matmul) equals softmax(q.k + biases) @ v, in value
+    and in its gradients to q, k, v and a bias, with a fully masked query row and dropout."""
+    cfg = tiny_config()
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
+    q, k, v = (jax.random.normal(key, (2, HEADS, n, HEAD_DIM))
+               for key, n in zip(keys[:3], (4, 5, 5)))
+    relpos = jax.random.normal(keys[3], (1, HEADS, 4, 5))
+    mask = jnp.ones((2, 4, 5), bool).at[0, :, 3:].set(False).at[1, 2, :].set(False)
+    mask_bias = network._mask_bias(mask, jnp.float32)  # noqa: SLF001
+    keep = (jax.random.bernoulli(keys[4], 0.7, (2, HEADS, 1, 5)) / 0.7) if with_keep else None
+    cotangent = jax.random.normal(keys[5], (2, HEADS, 4, HEAD_DIM))
+
+    def reference(q, k, v, relpos):
+        weights = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q, k) + relpos + mask_bias)
+        if keep is not None:
+            weights = weights * keep
+        return jnp.einsum("bhqk,bhkd->bhqd", weights, v)
+
+    def ours(q, k, v, relpos):
+        return network.attend(q, k, v, (relpos, mask_bias), cfg, keep)
+
+    np.testing.assert_allclose(ours(q, k, v, relpos), reference(q, k, v, relpos),
+                               rtol=1e-5, atol=1e-5)
+    grads = [jax.grad(lambda *a, f=f: jnp.sum(f(*a) * cotangent), argnums=(0, 1, 2, 3))(
+        q, k, v, relpos) for f in (ours, reference)]
+    for got, want in zip(*grads):
+        assert np.any(np.asarray(want) != 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def model_and_params():
     model = network.Transformer(tiny_config())

@@ -50,14 +50,13 @@ def _split_heads(cfg: network.T5Config, x: Array) -> Array:
 def _attend(cfg: network.T5Config, params: dict, x: Array, keys: Array, values: Array,
             bias: Array) -> Array:
     """One query position [batch, emb] against keys/values [batch, heads, klen, head_dim], with
-    the network's softmax (`network.attention_weights`; no dropout).
+    the network's attention (`network.attend`; no dropout).
 
     The kernels stay 2-D: with a single query position the heads split and merge are free
     reshapes of [batch, heads*head_dim], whereas `network.project_heads`' [emb, heads,
     head_dim] view made XLA copy every q/out kernel into a new layout on every step."""
     q = _split_heads(cfg, _project(cfg, x, params["query"]["kernel"]))
-    weights = network.attention_weights(q, keys, bias, cfg)
-    out = jnp.einsum("bhqk,bhkd->bhqd", weights, values)  # [batch, heads, 1, head_dim]
+    out = network.attend(q, keys, values, (bias,), cfg)  # [batch, heads, 1, head_dim]
     return _project(cfg, out.reshape(x.shape[0], -1), params["out"]["kernel"])
 
 

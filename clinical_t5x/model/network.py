@@ -87,7 +87,37 @@ class Dense(nn.Module):
     def __call__(self, x: Array) -> Array:
         kernel = _param(self, "kernel", self.kernel_init, (x.shape[-1], self.features),
                         self.kernel_axes)
-        return jnp.einsum("...d,df->...f", x.astype(self.dtype), kernel.astype(self.dtype))
+        return project(x.astype(self.dtype), kernel.astype(self.dtype))
+
+
+@jax.custom_vjp
+def project(x: Array, kernel: Array) -> Array:
+    """`x @ kernel` over the last axis, with a backward pass laid out for XLA CPU
+    (`_project_bwd`)."""
+    return jnp.einsum("...d,df->...f", x, kernel)
+
+
+def _project_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+    return project(x, kernel), (x, kernel)
+
+
+def _project_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
+    """The kernel's gradient as [in, tokens] @ [tokens, out] with the input transposed first.
+    Left to autodiff, XLA CPU contracts the token axis of both operands: it copies the larger
+    operand (the gradient, e.g. [tokens, vocab] for the output head) into transposed layout
+    and hands the product to Eigen; a plain product over a transposed copy of the smaller
+    input goes to the faster YNN dot kernels (docs/performance.md). Other backends contract
+    either layout natively, so they get autodiff's form."""
+    x, kernel = residuals
+    rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    if jax.default_backend() == "cpu":
+        kernel_grad = jnp.dot(jax.lax.optimization_barrier(rows.T), grad_rows)
+    else:
+        kernel_grad = jnp.einsum("td,tf->df", rows, grad_rows)
+    return jnp.einsum("...f,df->...d", grad, kernel), kernel_grad
+
+
+project.defvjp(_project_fwd, _project_bwd)
 
 
 class LayerNorm(nn.Module):
@@ -208,33 +238,50 @@ def project_heads(x: Array, kernel: Array, cfg: T5Config) -> Array:
     return jnp.einsum("ble,ehd->bhld", x.astype(dtype), k)
 
 
-def attention_weights(q: Array, k: Array, bias: Array, cfg: T5Config) -> Array:
-    """Softmax over keys of q.k + bias, [batch, heads, q_len, k_len], in the activation dtype
-    (logits in float32 with `float32_attention_logits`); no 1/sqrt(d) (folded into the query
-    kernel's initialisation, as in t5x)."""
+def attend(q: Array, k: Array, v: Array, biases: Sequence[Array], cfg: T5Config,
+           keep: Array | None = None) -> Array:
+    """softmax(q.k + biases) @ v per head: [batch, heads, q_len, head_dim], in the activation
+    dtype. `biases` are additive terms each broadcastable to [batch, heads, q_len, k_len];
+    `keep` an optional dropout multiplier of the weights. Logits in float32 with
+    `float32_attention_logits`; no 1/sqrt(d) (folded into the query kernel's initialisation,
+    as in t5x).
+
+    The softmax's division by its sum is applied to the [..., head_dim] output rather than to
+    the [..., k_len] weights: one fewer pass over the weights forward, and a backward whose
+    sum runs over head_dim instead of k_len (docs/performance.md).
+    """
     if cfg.float32_attention_logits:
         q, k = q.astype(jnp.float32), k.astype(jnp.float32)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) + bias.astype(q.dtype)
-    return jax.nn.softmax(logits).astype(cfg.activation_dtype)
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k)
+    for bias in biases:
+        logits = logits + bias.astype(q.dtype)
+    # The maximum only keeps exp() in range; it cancels out, so no gradient flows through it.
+    shift = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+    unnormalised = jnp.exp(logits - shift)
+    total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+    if keep is not None:
+        unnormalised = unnormalised * keep.astype(unnormalised.dtype)
+    dtype = cfg.activation_dtype
+    out = jnp.einsum("bhqk,bhkd->bhqd", unnormalised.astype(dtype), v)
+    return out / total.astype(dtype)
 
 
-def merge_heads(weights: Array, v: Array, kernel: Array, cfg: T5Config) -> Array:
-    """The weighted values [batch, heads, q_len, head_dim] through the output kernel
+def merge_heads(out: Array, kernel: Array, cfg: T5Config) -> Array:
+    """The attended values [batch, heads, q_len, head_dim] through the output kernel
     [heads*head_dim, emb], contracting heads and head_dim together: [batch, q_len, emb]."""
     dtype = cfg.activation_dtype
-    out = jnp.einsum("bhqk,bhkd->bhqd", weights, v)
     return jnp.einsum("bhqd,hde->bqe", out,
                       kernel.astype(dtype).reshape(cfg.num_heads, cfg.head_dim, -1))
 
 
 class MultiHeadAttention(nn.Module):
     """t5x attention: q/k/v kernels [emb, heads*head_dim], computed heads-first
-    (`project_heads`, `attention_weights`, `merge_heads`, which cached decoding shares)."""
+    (`project_heads`, `attend`, `merge_heads`, which cached decoding shares)."""
 
     config: T5Config
 
     @nn.compact
-    def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Array,
+    def __call__(self, inputs_q: Array, inputs_kv: Array, biases: Sequence[Array],
                  deterministic: bool) -> Array:
         cfg = self.config
         emb, heads, head_dim = inputs_q.shape[-1], cfg.num_heads, cfg.head_dim
@@ -248,15 +295,15 @@ class MultiHeadAttention(nn.Module):
         q = project(inputs_q, "query", query_init)
         k = project(inputs_kv, "key")
         v = project(inputs_kv, "value")
-        weights = attention_weights(q, k, bias, cfg)
+        keep = None
         if not deterministic and cfg.dropout_rate > 0.0:
             # t5x drops whole key columns per head (broadcast over the query axis).
             keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - cfg.dropout_rate,
-                                        weights.shape[:2] + (1,) + weights.shape[3:])
-            weights = weights * (keep / (1.0 - cfg.dropout_rate)).astype(cfg.activation_dtype)
+                                        k.shape[:2] + (1, k.shape[2]))
+            keep = keep / (1.0 - cfg.dropout_rate)
         out_kernel = Kernel((heads * head_dim, emb), ("joined_kv", "embed"), _attention_init,
                             name="out")()
-        return merge_heads(weights, v, out_kernel, cfg)
+        return merge_heads(attend(q, k, v, biases, cfg, keep), out_kernel, cfg)
 
 
 class MlpBlock(nn.Module):
@@ -295,11 +342,11 @@ class EncoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x: Array, bias: Array, deterministic: bool) -> Array:
+    def __call__(self, x: Array, biases: Sequence[Array], deterministic: bool) -> Array:
         cfg = self.config
         dtype = cfg.activation_dtype
         h = LayerNorm(dtype, name="pre_attention_layer_norm")(x)
-        h = MultiHeadAttention(cfg, name="attention")(h, h, bias, deterministic)
+        h = MultiHeadAttention(cfg, name="attention")(h, h, biases, deterministic)
         x = _Residual(cfg.dropout_rate)(h, x, deterministic)
         h = LayerNorm(dtype, name="pre_mlp_layer_norm")(x)
         h = MlpBlock(cfg, name="mlp")(h, deterministic)
@@ -310,16 +357,16 @@ class DecoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, y: Array, encoded: Array, self_bias: Array, cross_bias: Array,
-                 deterministic: bool) -> Array:
+    def __call__(self, y: Array, encoded: Array, self_biases: Sequence[Array],
+                 cross_biases: Sequence[Array], deterministic: bool) -> Array:
         cfg = self.config
         dtype = cfg.activation_dtype
         h = LayerNorm(dtype, name="pre_self_attention_layer_norm")(y)
-        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_bias, deterministic)
+        h = MultiHeadAttention(cfg, name="self_attention")(h, h, self_biases, deterministic)
         y = _Residual(cfg.dropout_rate)(h, y, deterministic)
         h = LayerNorm(dtype, name="pre_cross_attention_layer_norm")(y)
         h = MultiHeadAttention(cfg, name="encoder_decoder_attention")(
-            h, encoded, cross_bias, deterministic)
+            h, encoded, cross_biases, deterministic)
         y = _Residual(cfg.dropout_rate)(h, y, deterministic)
         h = LayerNorm(dtype, name="pre_mlp_layer_norm")(y)
         h = MlpBlock(cfg, name="mlp")(h, deterministic)
@@ -340,6 +387,16 @@ def _mask_bias(mask: Array, dtype: Any) -> Array:
     return jnp.where(mask, 0.0, MASKED_LOGIT).astype(dtype)[:, None]
 
 
+def attention_biases(relpos: Array, mask: Array, dtype: Any) -> tuple[Array, Array]:
+    """The relative-position bias [1, heads, q, k] and the mask's [batch, 1, q, k], kept as two
+    terms that each layer adds to its logits. Summed once into one [batch, heads, q, k] bias,
+    the bias's gradient has that shape in every layer, and XLA added up all layers' copies in
+    one pass at the end, then reduced over the batch in the bucket lookup's transposed order;
+    added per layer, each layer's gradient is summed over the batch where it is made
+    (docs/performance.md)."""
+    return relpos, _mask_bias(mask, dtype)
+
+
 def _pairwise(query: Array, key: Array, fn: Callable = jnp.logical_and) -> Array:
     return fn(query[:, :, None], key[:, None, :])
 
@@ -353,14 +410,16 @@ class Encoder(nn.Module):
         cfg = self.config
         dtype = cfg.activation_dtype
         length = tokens.shape[-1]
-        # One relative-position bias for the whole stack (t5x recomputes the same value per layer).
-        bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
-            length, length, True) + _mask_bias(mask, dtype))
+        # One relative-position bias for the whole stack (t5x recomputes the same value per layer),
+        # added to the logits apart from the mask: see `attention_biases`.
+        biases = attention_biases(
+            RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(length, length, True),
+            mask, dtype)
         x = self.shared_embedding(tokens)
         x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
         layer = _layer_class(EncoderLayer, cfg)
         for i in range(cfg.num_encoder_layers):
-            x = layer(cfg, name=f"layers_{i}")(x, bias, deterministic)
+            x = layer(cfg, name=f"layers_{i}")(x, biases, deterministic)
         x = LayerNorm(dtype, name="encoder_norm")(x)
         return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
@@ -375,14 +434,15 @@ class Decoder(nn.Module):
         cfg = self.config
         dtype = cfg.activation_dtype
         length = tokens.shape[-1]
-        self_bias = (RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(
-            length, length, False) + _mask_bias(self_mask, dtype))
-        cross_bias = _mask_bias(cross_mask, dtype)
+        self_biases = attention_biases(
+            RelativePositionBiases(cfg.num_heads, dtype, name="relpos_bias")(length, length, False),
+            self_mask, dtype)
+        cross_biases = (_mask_bias(cross_mask, dtype),)
         y = self.shared_embedding(tokens)
         y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
         layer = _layer_class(DecoderLayer, cfg)
         for i in range(cfg.num_decoder_layers):
-            y = layer(cfg, name=f"layers_{i}")(y, encoded, self_bias, cross_bias, deterministic)
+            y = layer(cfg, name=f"layers_{i}")(y, encoded, self_biases, cross_biases, deterministic)
         y = LayerNorm(dtype, name="decoder_norm")(y)
         y = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(y, deterministic=deterministic)
         if cfg.logits_via_embedding:
