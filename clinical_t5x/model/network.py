@@ -276,7 +276,7 @@ def merge_heads(out: Array, kernel: Array, cfg: T5Config) -> Array:
 
 class MultiHeadAttention(nn.Module):
     """t5x attention: q/k/v kernels [emb, heads*head_dim], computed heads-first
-    (`project_heads`, `attend`, `merge_heads`, which cached decoding shares)."""
+    (`project_heads`, `attend`, `merge_heads`; cached decoding shares the first two)."""
 
     config: T5Config
 
