@@ -43,10 +43,11 @@ YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 _FUSION_FLAG_NAMES = ("xla_cpu_experimental_ynn_fusion_type",
                       "xla_cpu_experimental_onednn_fusion_type")
 BF16_MATRIX_FLAGS = ("amx_bf16", "avx512_bf16")
+# No `glibc.malloc.hugetlb=1`: with it, glibc 2.36 served even 20 MB blocks by fresh mmaps
+# that the kernel zeroes every step (docs/performance.md).
 GLIBC_TUNABLES = ":".join([
-    "glibc.malloc.hugetlb=1",  # THP for malloc's mmaps (glibc >= 2.35; older ones ignore it)
     "glibc.malloc.arena_max=1",
-    f"glibc.malloc.mmap_threshold={256 << 20}",
+    f"glibc.malloc.mmap_threshold={4 << 30}",
     f"glibc.malloc.trim_threshold={64 << 30}",
 ])
 TCMALLOC_ENV = "CLINICAL_T5X_TCMALLOC"
