@@ -38,8 +38,8 @@ class Decoded(NamedTuple):
 
 def _project(cfg: network.T5Config, x: Array, kernel: Array) -> Array:
     """One position's activations [batch, emb] through a 2-D kernel, as `network.Dense` does."""
-    return jnp.einsum("bd,df->bf", x.astype(cfg.activation_dtype),
-                      kernel.astype(cfg.activation_dtype))
+    dtype = cfg.activation_dtype
+    return network.project(x.astype(dtype), kernel.astype(dtype))
 
 
 def _split_heads(cfg: network.T5Config, x: Array) -> Array:
@@ -81,7 +81,7 @@ def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
         return jnp.einsum("...d,vd->...v", y.astype(jnp.float32), embedding) / np.sqrt(
             y.shape[-1])
     kernel = params["decoder"]["logits_dense"]["kernel"]
-    return jnp.einsum("...d,dv->...v", y.astype(jnp.float32), kernel.astype(jnp.float32))
+    return network.project(y.astype(jnp.float32), kernel.astype(jnp.float32))
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_decode_length", "eos_id"))

@@ -288,13 +288,13 @@ class MultiHeadAttention(nn.Module):
         query_init = lambda *a: _attention_init(*a) / np.sqrt(head_dim)  # noqa: E731
         kernel = functools.partial(Kernel, (emb, heads * head_dim), ("embed", "joined_kv"))
 
-        def project(x: Array, name: str, init: Initializer = _attention_init) -> Array:
+        def heads_of(x: Array, name: str, init: Initializer = _attention_init) -> Array:
             return _constrain(project_heads(x, kernel(init, name=name)(), cfg),
                               ("batch", "heads", "length", "kv"))
 
-        q = project(inputs_q, "query", query_init)
-        k = project(inputs_kv, "key")
-        v = project(inputs_kv, "value")
+        q = heads_of(inputs_q, "query", query_init)
+        k = heads_of(inputs_kv, "key")
+        v = heads_of(inputs_kv, "value")
         keep = None
         if not deterministic and cfg.dropout_rate > 0.0:
             # t5x drops whole key columns per head (broadcast over the query axis).
