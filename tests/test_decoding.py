@@ -26,11 +26,15 @@ def init(model: network.Transformer, seed: int):
     return nn.unbox(init_fn(model, jax.random.PRNGKey(seed)))
 
 
-def generate(fn, model, params, eos_id: int):
-    """`fn` (either greedy_decode) compiled without XLA's costly passes (tiny model)."""
-    compiled = fn.lower(model, params, ENCODER_INPUTS, LENGTH, eos_id=eos_id).compile(
-        FAST_COMPILE)
-    return compiled(params, ENCODER_INPUTS)
+def reference_tokens(model, params, eos_id: int) -> np.ndarray:
+    """The uncached `network.greedy_decode`, compiled without XLA's costly passes."""
+    compiled = network.greedy_decode.lower(model, params, ENCODER_INPUTS, LENGTH,
+                                           eos_id=eos_id).compile(FAST_COMPILE)
+    return np.asarray(compiled(params, ENCODER_INPUTS))
+
+
+def generate(model, params, eos_id: int) -> decoding.Decoded:
+    return decoding.greedy_decode(model, params, ENCODER_INPUTS, LENGTH, eos_id=eos_id)
 
 
 def tied_relu_params(model: network.Transformer, seed: int):
@@ -46,7 +50,7 @@ def tied_relu_params(model: network.Transformer, seed: int):
 def t5_11():
     model = tiny_model()
     params = init(model, seed=4)
-    reference = np.asarray(generate(network.greedy_decode, model, params, eos_id=-1))
+    reference = reference_tokens(model, params, eos_id=-1)
     return model, params, reference
 
 
@@ -58,7 +62,7 @@ def assert_varied(tokens: np.ndarray) -> None:
 
 def test_cached_tokens_equal_the_uncached_reference(t5_11):
     model, params, reference = t5_11
-    cached = generate(decoding.greedy_decode, model, params, eos_id=-1)
+    cached = generate(model, params, eos_id=-1)
     assert cached.tokens.shape == (3, LENGTH)
     np.testing.assert_array_equal(np.asarray(cached.tokens), reference)
     assert_varied(reference)
@@ -68,8 +72,8 @@ def test_cached_tokens_equal_the_uncached_reference(t5_11):
 def test_cached_tokens_equal_the_reference_with_a_tied_head():
     model = tiny_model(mlp_activations=("relu",), logits_via_embedding=True)
     params = tied_relu_params(model, seed=3)
-    reference = np.asarray(generate(network.greedy_decode, model, params, eos_id=-1))
-    cached = generate(decoding.greedy_decode, model, params, eos_id=-1)
+    reference = reference_tokens(model, params, eos_id=-1)
+    cached = generate(model, params, eos_id=-1)
     np.testing.assert_array_equal(np.asarray(cached.tokens), reference)
     assert_varied(reference)
 
@@ -78,7 +82,7 @@ def test_cached_tokens_equal_the_reference_with_a_tied_head():
 def test_rows_stop_at_eos_and_scores_are_teacher_forced_log_probabilities(t5_11):
     model, params, free = t5_11
     eos = int(free[0, 4])  # a token the first row emits mid-way: make it the EOS id
-    out = generate(decoding.greedy_decode, model, params, eos_id=eos)
+    out = generate(model, params, eos_id=eos)
     tokens = np.asarray(out.tokens)
     for row, free_row in zip(tokens, free):
         stop = list(free_row).index(eos) + 1 if eos in free_row else LENGTH
