@@ -191,7 +191,9 @@ def test_tiny_model_beats_the_majority_baseline(tmp_path, task):
                                          getattr(metrics, task))[metric]
     # The run's gin (vocabulary, budget) is still bound: score the initial weights alike.
     model = network.Transformer(dataclasses.replace(config, dropout_rate=0.0))
-    before = predict.evaluate(model, untrained, seqio.get_mixture_or_task(task), "test",
-                              lengths, 32)[metric]
+    seqio_task = seqio.get_mixture_or_task(task)
+    before = predict.evaluate(model, untrained, seqio_task,
+                              predict.split_batches(seqio_task, "test", lengths, 32),
+                              lengths["targets"])[metric]
     figures = f"trained {run['test'][metric]:.1f}, baseline {baseline:.1f}, untrained {before:.1f}"
     assert run["test"][metric] >= baseline + recipe.margin > before, figures

@@ -121,9 +121,10 @@ def _best_checkpoint(task: str, model, seqio_task, model_dir: Path, lengths: dic
     from clinical_t5x.train import checkpoint_formats
 
     best: tuple[int, dict[str, float], Any] | None = None
+    validation = predict.split_batches(seqio_task, "validation", lengths, batch)
     for step, step_dir in checkpoint_formats.step_dirs(model_dir):
         params = checkpoint_formats.read_params(step_dir)
-        metrics = predict.evaluate(model, params, seqio_task, "validation", lengths, batch)
+        metrics = predict.evaluate(model, params, seqio_task, validation, lengths["targets"])
         log.info("validation at step %d: %s %.2f", step, results.PRIMARY[task],
                  metrics[results.PRIMARY[task]])
         if best is None or metrics[results.PRIMARY[task]] > best[1][results.PRIMARY[task]]:
@@ -154,7 +155,10 @@ def run_builtin(args: argparse.Namespace, percent: int, seed: int, model_dir: Pa
     model = network.Transformer(network.T5Config(dropout_rate=0.0, **fields))
     step, validation, params = _best_checkpoint(args.task, model, seqio_task, model_dir,
                                                 lengths, args.decode_batch_size)
-    test = predict.evaluate(model, params, seqio_task, "test", lengths, args.decode_batch_size)
+    test = predict.evaluate(
+        model, params, seqio_task,
+        predict.split_batches(seqio_task, "test", lengths, args.decode_batch_size),
+        lengths["targets"])
     return {"best_step": step, "validation": validation, "test": test}
 
 

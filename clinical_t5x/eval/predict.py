@@ -10,7 +10,7 @@ per-example log-probabilities as `aux_values["scores"]`, as t5x passes them.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,18 @@ import numpy as np
 from clinical_t5x.model import decoding
 
 
+Batch = tuple[np.ndarray, list[dict[str, Any]]]
+
+
+def split_batches(task, split: str, feature_lengths: Mapping[str, int],
+                  batch_size: int) -> list[Batch]:
+    """A split's examples read once through the task, for scoring several checkpoints on them
+    (reading a split runs the task's whole preprocessing pipeline: seconds to minutes)."""
+    return list(_batches(task, split, feature_lengths, batch_size))
+
+
 def _batches(task, split: str, feature_lengths: Mapping[str, int],
-             batch_size: int) -> Iterator[tuple[np.ndarray, list[dict[str, Any]]]]:
+             batch_size: int) -> Iterator[Batch]:
     """Fixed-shape [batch_size, inputs_length] id arrays (zero rows fill the last one, so
     one compiled decoder serves every batch) with the examples they hold."""
     dataset = task.get_dataset(dict(feature_lengths), split=split, shuffle=False, num_epochs=1)
@@ -48,14 +58,14 @@ def _text(ids: np.ndarray, vocabulary, eos_id: int) -> str:
     return vocabulary.decode([i for i in ids if i > 0])
 
 
-def predict(model, params, task, split: str, feature_lengths: Mapping[str, int],
-            batch_size: int) -> tuple[list[dict[str, Any]], list[str], list[float]]:
-    """(examples, decoded predictions, log-probability scores) of `split`, in order."""
+def predict(model, params, task, batches: Sequence[Batch], targets_length: int,
+            ) -> tuple[list[dict[str, Any]], list[str], list[float]]:
+    """(examples, decoded predictions, log-probability scores) of `batches`, in order."""
     vocabulary = task.output_features["targets"].vocabulary
     eos = vocabulary.eos_id
     examples, texts, scores = [], [], []
-    for ids, chunk in _batches(task, split, feature_lengths, batch_size):
-        out = decoding.greedy_decode(model, params, ids, feature_lengths["targets"], eos_id=eos)
+    for ids, chunk in batches:
+        out = decoding.greedy_decode(model, params, ids, targets_length, eos_id=eos)
         tokens, row_scores = np.asarray(out.tokens), np.asarray(out.scores)
         examples.extend(chunk)
         texts.extend(_text(tokens[i], vocabulary, eos) for i in range(len(chunk)))
@@ -80,7 +90,7 @@ def score(task, examples: list[dict[str, Any]], predictions: list[str],
     return {name: float(value) for name, value in metrics.items()}
 
 
-def evaluate(model, params, task, split: str, feature_lengths: Mapping[str, int],
-             batch_size: int) -> dict[str, float]:
-    """Decode `split` and return the task's metrics."""
-    return score(task, *predict(model, params, task, split, feature_lengths, batch_size))
+def evaluate(model, params, task, batches: Sequence[Batch],
+             targets_length: int) -> dict[str, float]:
+    """Decode `batches` (from `split_batches`) and return the task's metrics."""
+    return score(task, *predict(model, params, task, batches, targets_length))
