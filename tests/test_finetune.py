@@ -160,7 +160,7 @@ QUALITY = {
     "clip": Recipe(steps=300, inputs=128, targets=32, margin=10.0),
     # F1 69.2 (has-answer 45.0, no-answer 93.3) at step 1,000, the best on validation (F1 70.8);
     # baseline 50.0 (always `no answer`); untrained 0.0: threshold 60, 9 points of slack.
-    # 12.3 minutes with another job on the 2 cores: the slowest recipe here.
+    # 12.3 and 16.7 minutes with other jobs on the 2 cores: the slowest recipe here.
     "radqa": Recipe(steps=1000, inputs=128, targets=16, margin=10.0, learning_rate=3e-3),
 }
 
