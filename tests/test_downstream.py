@@ -138,7 +138,7 @@ def test_mednli_duplicate_pair_id(root, tmp_path):
 def _edit_radqa(folder: Path, change) -> None:
     path = folder / "train.json"
     data = json.loads(path.read_text())
-    qa = data["data"][1]["paragraphs"][0]["qas"][2]
+    qa = data["data"][1]["paragraphs"][0]["qas"][1]
     data["data"][1]["paragraphs"][0]["context"] += SECRET
     change(qa)
     path.write_text(json.dumps(data))
@@ -159,7 +159,7 @@ def test_radqa_bad_question(root, tmp_path, change, field, problem):
     _edit_radqa(folder, change)
     message = _error(downstream.read_radqa, folder, "train")
     assert message.startswith(f"{folder / 'train.json'}: data[1] (title ")
-    assert "paragraphs[0] qas[2]" in message and f"field {field!r}: " in message and problem in message
+    assert "paragraphs[0] qas[1]" in message and f"field {field!r}: " in message and problem in message
 
 
 def test_radqa_duplicate_question_id(root, tmp_path):
@@ -167,7 +167,7 @@ def test_radqa_duplicate_question_id(root, tmp_path):
     first = downstream.read_radqa(folder, "train")[0].qa_id
     _edit_radqa(folder, lambda qa: qa.update(id=first))
     message = _error(downstream.read_radqa, folder, "train")
-    assert f"paragraphs[0] qas[2] (id {first!r}): field 'id': duplicate id" in message
+    assert f"paragraphs[0] qas[1] (id {first!r}): field 'id': duplicate id" in message
 
 
 def test_radqa_title_must_be_row_id(root, tmp_path):

@@ -116,7 +116,7 @@ def test_radqa_windows_fit_the_real_vocabulary(vocab_dir):
     assert np.all([w["targets"] == downstream_examples.NO_ANSWER for w in windows[:-2]])
 
 
-@pytest.mark.parametrize("task, budget", [("radqa", 96), ("clip", 64)])
+@pytest.mark.parametrize("task, budget", [("radqa", 64), ("clip", 64)])
 def test_context_tokens_binding_cuts_windows_and_contexts_to_its_budget(task, budget, vocab_dir):
     vocabulary = vocab_lib.load(vocab_dir)
     default = downstream.build_examples(task, "validation", vocabulary)

@@ -6,10 +6,11 @@ baseline only if training and decoding work:
 - MedNLI: the premise names two findings; a hypothesis with a negation ("does not have",
   "denies", "no") about one of them is a contradiction, one restating one of them is an
   entailment, one about a finding the premise does not name is neutral.
-- RadQA: a short report says "The <organ> shows <finding>." for a few organs, each finding one
-  of its organ's own; "What is seen in the <organ>?" is answered by that finding's span, and
-  asked about an organ the report does not mention it is impossible (SQuAD 2.0's no-answer).
-  One report in ten has a long history (over 1,024 tokens) and needs several windows.
+- RadQA: a short report opens with its finding, "The <organ> shows <finding>." for one
+  organ, the finding one of that organ's own; "What does the <organ> show?" (the report's own
+  words) is answered by the finding's span, and asked about an organ the report does not
+  mention (one question of two) it is impossible (SQuAD 2.0's no-answer). One report in
+  twenty has a long history (over 1,024 tokens) after its finding and needs several windows.
 - CLIP: sentences holding a label's cue phrase carry that label (two cues, two labels); the
   rest, note-like filler, carry none.
 Texts hold MIMIC-III DEID placeholders (`[**...**]`), as the real files do. Output is
@@ -30,7 +31,7 @@ from clinical_t5x.data import downstream, synth
 
 # Examples per split (train, validation, test): MedNLI pairs, RadQA reports, CLIP documents.
 DEFAULT_SIZES: dict[str, tuple[int, int, int]] = {
-    "mednli": (600, 120, 120), "radqa": (150, 30, 30), "clip": (60, 15, 15),
+    "mednli": (600, 120, 120), "radqa": (1000, 60, 60), "clip": (60, 15, 15),
 }
 DATASETS = tuple(DEFAULT_SIZES)
 
@@ -39,23 +40,24 @@ _AFFIRMED = ("Patient has {f}.", "Patient was found to have {f}.", "There is {f}
 
 # Organ -> the findings a report may give it (each finding belongs to one organ, as in real
 # reports): what a question's answer can be is narrowed by its organ, and which one it is, or
-# whether there is any, is read from the report. No finding begins with "no", the first word
-# of the no-answer target.
+# whether there is any, is read from the report. Every finding begins with "a", so an answer
+# and the no-answer target part at one word ("a" or "no"), whatever the finding.
 _ORGAN_FINDINGS: dict[str, tuple[str, ...]] = {
-    "lungs": ("patchy opacity", "a small nodule"),
-    "heart": ("mild enlargement", "normal size"),
-    "pleura": ("trace fluid", "diffuse thickening"),
-    "mediastinum": ("normal contour", "a calcified node"),
-    "liver": ("a simple cyst", "fatty infiltration"),
-    "kidneys": ("a small stone", "mild hydronephrosis"),
-    "spine": ("degenerative change", "a compression fracture"),
-    "aorta": ("mild calcification", "a 4 cm aneurysm"),
-    "stomach": ("postsurgical change", "wall thickening"),
-    "bladder": ("a diverticulum", "wall trabeculation"),
+    "lung": ("a patchy opacity", "a small nodule"),
+    "heart": ("a mild enlargement", "a normal silhouette"),
+    "pleura": ("a trace effusion", "a diffuse thickening"),
+    "mediastinum": ("a normal contour", "a calcified node"),
+    "liver": ("a simple cyst", "a fatty infiltration"),
+    "kidney": ("a small stone", "a cortical scar"),
+    "spine": ("a degenerative change", "a compression fracture"),
+    "aorta": ("a mild calcification", "a 4 cm aneurysm"),
+    "stomach": ("a postsurgical change", "a wall thickening"),
+    "bladder": ("a diverticulum", "a wall trabeculation"),
 }
 _ORGANS = tuple(_ORGAN_FINDINGS)
-_LONG_REPORTS = 0.1  # share of reports with a long history (several 1,024-token windows)
-_QUESTIONS_PER_REPORT = 4
+_LONG_REPORTS = 0.05  # share of reports with a long history (several 1,024-token windows)
+_ORGANS_PER_REPORT = 1  # why one: see `_report`
+_QUESTIONS_PER_REPORT = 2  # every described organ, then organs the report does not mention
 
 # CLIP label -> cue clauses that trigger it (plainly synthetic instructions).
 _CLIP_CUES: dict[str, tuple[str, ...]] = {
@@ -77,7 +79,6 @@ _CLIP_CUES: dict[str, tuple[str, ...]] = {
 _CLIP_LABELED_FRACTION = 0.3
 _NAME_FAMILY = "[**Last Name (NamePattern1) {n}**]"
 _DATE_FAMILY = "[**{y}-{m}-{d}**]"
-_CLIP_FAMILY = "[**Clip Number (Radiology) {n}**]"
 
 
 def _rng(dataset: str, seed: int) -> random.Random:
@@ -122,36 +123,39 @@ def _write_mednli(out: Path, sizes: Sequence[int], seed: int) -> None:
 def _report(rng: random.Random, writer: synth._Writer) -> tuple[str, dict[str, tuple[int, str]]]:
     """A radiology report and, per organ it describes, the finding's (offset, text).
 
-    Most reports are short (an indication, then the findings), so that the findings fill
-    most of a window; one in ten carries a long history of note sentences before them.
+    The finding comes first, so that it lies in a report's first window whatever the budget;
+    most reports are short (a one-sentence history, then the signature), one in twenty carries
+    a long history of note sentences after the finding. One organ a report: a tiny model
+    trained for minutes learns to copy the span and to tell the asked organ from the reported
+    one, where with two to four organs a report it learned neither in runs as short.
     """
-    if rng.random() < _LONG_REPORTS:
-        history = " ".join(writer.body(rng.randint(40, 60)).split())
-    else:
-        history = rng.choice(synth._FINDINGS) + "."
-    parts = [f"{synth._fill(_DATE_FAMILY, rng)} 10:12 AM\nCHEST (PA AND LAT)   Clip # {synth._fill(_CLIP_FAMILY, rng)}\n"
-             f"HISTORY: {history}\nFINDINGS: "]
+    parts = ["FINDINGS: "]
     findings = {}
-    for organ in rng.sample(_ORGANS, rng.randint(2, 4)):
+    for organ in rng.sample(_ORGANS, _ORGANS_PER_REPORT):
         finding = rng.choice(_ORGAN_FINDINGS[organ])
         head = f"The {organ} shows "
         findings[organ] = (sum(map(len, parts)) + len(head), finding)
         parts.append(f"{head}{finding}. ")
-    parts.append(f"\nDictated by {synth._fill(_NAME_FAMILY, rng)}.\n")
+    if rng.random() < _LONG_REPORTS:
+        history = " ".join(writer.body(rng.randint(40, 60)).split())
+    else:
+        history = rng.choice(synth._FINDINGS) + "."
+    parts.append(f"\nHISTORY: {history}\nDictated by {synth._fill(_NAME_FAMILY, rng)} "
+                 f"on {synth._fill(_DATE_FAMILY, rng)}.\n")
     return "".join(parts), findings
 
 
 def _radqa_article(rng: random.Random, writer: synth._Writer, title: int, prefix: str) -> dict:
     context, findings = _report(rng, writer)
     qas = []
-    present = rng.sample(list(findings), min(len(findings), rng.randint(2, 3)))
+    present = list(findings)
     absent = rng.sample([o for o in _ORGANS if o not in findings], _QUESTIONS_PER_REPORT - len(present))
     asked = present + absent
     rng.shuffle(asked)
     for k, organ in enumerate(asked):
         impossible = organ not in findings
         answers = [] if impossible else [{"text": findings[organ][1], "answer_start": findings[organ][0]}]
-        qas.append({"id": f"{prefix}-{title}-{k}", "question": f"What is seen in the {organ}?",
+        qas.append({"id": f"{prefix}-{title}-{k}", "question": f"What does the {organ} show?",
                     "answers": answers, "is_impossible": impossible})
     return {"title": str(title), "paragraphs": [{"context": context, "qas": qas}]}
 
