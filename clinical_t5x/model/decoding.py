@@ -89,6 +89,11 @@ def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
 _LOOP_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
+def _decoder_layers(cfg: network.T5Config, params: Any) -> list[dict]:
+    """Each decoder layer's parameter subtree, in order."""
+    return [params["decoder"][f"layers_{i}"] for i in range(cfg.num_decoder_layers)]
+
+
 def _cross_keys_values(cfg: network.T5Config, layers: list[dict],
                        encoded: Array) -> list[tuple[Array, Array]]:
     """Every decoder layer's cross-attention keys and values [batch, heads, enc_len, head_dim],
@@ -113,13 +118,11 @@ def _encode(model: network.Transformer, params: Any,
     """What every step reads from the encoder: the cross-attention keys/values per layer and
     the padding mask as an additive bias [batch, 1, 1, enc_len]."""
     cfg = model.config
-    dec = params["decoder"]
     encoded = model.apply({"params": params}, encoder_input_tokens, enable_dropout=False,
                           method=network.Transformer.encode)
-    layers = [dec[f"layers_{i}"] for i in range(cfg.num_decoder_layers)]
     cross_bias = network._mask_bias(  # noqa: SLF001 (the network's own masking)
         (encoder_input_tokens > 0)[:, None, :], cfg.activation_dtype)
-    return _cross_keys_values(cfg, layers, encoded), cross_bias
+    return _cross_keys_values(cfg, _decoder_layers(cfg, params), encoded), cross_bias
 
 
 def _generate(model: network.Transformer, params: Any, cross: list[tuple[Array, Array]],
@@ -128,7 +131,7 @@ def _generate(model: network.Transformer, params: Any, cross: list[tuple[Array, 
     cfg = model.config
     dtype = cfg.activation_dtype
     dec = params["decoder"]
-    layers = [dec[f"layers_{i}"] for i in range(cfg.num_decoder_layers)]
+    layers = _decoder_layers(cfg, params)
     batch, length = cross_bias.shape[0], max_decode_length
     relpos = network.RelativePositionBiases(cfg.num_heads, dtype).apply(
         {"params": dec["relpos_bias"]}, length, length, False)  # [1, heads, length, length]
