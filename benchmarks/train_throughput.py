@@ -205,11 +205,14 @@ def timed_steps(run_step, sync, warmup: int, repeats: int, steps: int) -> dict:
 
 
 def best_rate(run, sync, flops: float, budget_s: float = 2.0) -> float:
-    """TFLOP/s of the fastest of up to 5 timed runs (after one warm-up run), fewer when one
-    run is slow (bf16 without bf16 hardware can take seconds), so it costs about `budget_s`."""
+    """TFLOP/s of the fastest of up to 20 timed runs (after one warm-up run), fewer when one
+    run is slow (bf16 without bf16 hardware can take seconds), so it costs about `budget_s`.
+    Twenty, not five: a fast matmul (18 ms) times five runs spans too short a window to ride
+    out a moment of load on a shared machine (one "small" run measured 0.078 TFLOP/s against
+    0.13 to 0.14 in every other)."""
     start = time.perf_counter()
     sync(run())
-    reps = max(1, min(5, int(budget_s / max(time.perf_counter() - start, 1e-9))))
+    reps = max(1, min(20, int(budget_s / max(time.perf_counter() - start, 1e-9))))
     best = float("inf")
     for _ in range(reps):
         start = time.perf_counter()
