@@ -44,12 +44,12 @@ def test_preferred_dtype_is_bf16_only_where_bf16_has_hardware(monkeypatch, cpuin
     assert runtime.preferred_activation_dtype() == dtype
 
 
-def test_ynn_dot_fusion_only_for_float32(monkeypatch):
+def test_xla_flags_only_for_float32_and_ynn_only_where_jaxlib_knows_it(monkeypatch):
     monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: True)
-    assert runtime.xla_cpu_flags("float32") == [runtime.YNN_FLAG]
+    assert runtime.xla_cpu_flags("float32") == [runtime.YNN_FLAG, runtime.TREE_REDUCTION_FLAG]
     assert runtime.xla_cpu_flags("bfloat16") == []
     monkeypatch.setattr(runtime, "jaxlib_knows_ynn_flag", lambda: False)
-    assert runtime.xla_cpu_flags("float32") == []
+    assert runtime.xla_cpu_flags("float32") == [runtime.TREE_REDUCTION_FLAG]
 
 
 class _Dist:
@@ -115,7 +115,8 @@ def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
     assert stderr.count("re-executing once") == 1
     knows = json.loads((tmp_path / "xla_cpu_flags.json").read_text())
     assert (tmp_path / "xla_cpu_flags.json").stat().st_mode & 0o077 == 0
-    assert seen["added"] == ([runtime.YNN_FLAG] if list(knows.values()) == [True] else [])
+    assert seen["added"] == ([runtime.YNN_FLAG] if list(knows.values()) == [True] else []) + [
+        runtime.TREE_REDUCTION_FLAG]
     assert (seen["XLA_FLAGS"] or "") == " ".join(seen["added"])
     bf16, _ = run_script(tmp_path, "bfloat16")
     assert bf16["added"] == [] and bf16["XLA_FLAGS"] is None
@@ -125,7 +126,12 @@ def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
 def test_user_flags_win_and_a_started_backend_is_left_alone(tmp_path):
     user = "--xla_cpu_experimental_onednn_fusion_type=dot"
     seen, _ = run_script(tmp_path, "float32", XLA_FLAGS=user)
-    assert seen["XLA_FLAGS"] == user and seen["added"] == []
+    assert seen["added"] == [runtime.TREE_REDUCTION_FLAG]  # their fusion flag replaces ours
+    assert seen["XLA_FLAGS"] == f"{user} {runtime.TREE_REDUCTION_FLAG}"
+    user = "--xla_disable_hlo_passes=fusion"
+    seen, _ = run_script(tmp_path, "float32", XLA_FLAGS=user)
+    assert runtime.TREE_REDUCTION_FLAG not in seen["added"]
+    assert seen["XLA_FLAGS"].startswith(user) and seen["XLA_FLAGS"].count("disable_hlo") == 1
     late, _ = run_script(tmp_path, "float32", "started")
     assert late["added"] == [] and late["XLA_FLAGS"] is None
 

@@ -31,11 +31,13 @@ def test_defaults_set_nothing_and_tuned_gives_every_engine_the_allocator(bench, 
         tuned = bench.worker_env(base, "tuned", engine, "float32", threads=2)
         assert tuned["GLIBC_TUNABLES"] == runtime.GLIBC_TUNABLES
         assert tuned["OMP_NUM_THREADS"] == "2" and tuned["PATH"] == "/bin"
-    assert bench.worker_env(base, "tuned", "jax", "float32", 2)["XLA_FLAGS"] == runtime.YNN_FLAG
+    flags = " ".join(runtime.xla_cpu_flags("float32"))
+    assert runtime.TREE_REDUCTION_FLAG in flags
+    assert bench.worker_env(base, "tuned", "jax", "float32", 2)["XLA_FLAGS"] == flags
     assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "jax", "bfloat16", 2)
     assert "XLA_FLAGS" not in bench.worker_env(base, "tuned", "torch", "float32", 2)
     # t5x runs on XLA too: the same flags as the built-in step, no more.
-    assert bench.worker_env(base, "tuned", "t5x", "float32", 2)["XLA_FLAGS"] == runtime.YNN_FLAG
+    assert bench.worker_env(base, "tuned", "t5x", "float32", 2)["XLA_FLAGS"] == flags
     assert "XLA_FLAGS" not in bench.worker_env(base, "defaults", "t5x", "float32", 2)
 
 
