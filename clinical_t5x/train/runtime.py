@@ -15,9 +15,9 @@ reduction (Adafactor's parameter RMS, the layer norms' sums) into chains of smal
 reduce-window ops: 4-5% less time per float32 train step on "tiny" and "small"; the sums stay
 in float32. Both are float32-only: neither was measured with bfloat16 activations, where a
 plain sum would also lose more precision. So the flags are chosen by the activation dtype,
-which is only known once gin is parsed: XLA reads
-XLA_FLAGS when its backend starts, not at process start, so `configure_xla_flags` sets them
-in-process, before the first computation, without a re-exec.
+which is only known once gin is parsed: XLA reads XLA_FLAGS when its backend starts, not at
+process start, so `configure_xla_flags` sets them in-process, before the first computation,
+without a re-exec.
 
 Activation dtype. `preferred_activation_dtype` (gin: `@runtime.preferred_activation_dtype()`)
 is bfloat16 on accelerators and on CPUs with bf16 matrix hardware (amx_bf16, avx512_bf16),
