@@ -17,6 +17,11 @@ What "fair" means here:
   allowed for both engines' float32 matmuls.
 - Untimed warm-up steps (XLA compilation, first allocations, torch.compile's recompiles),
   then --repeats timed repeats of --steps steps each: min / median / max seconds per step.
+- Interleaved: on CPU the engines of one dtype and settings row are alive together and take
+  turns, one timed repeat each per round (the order rotating from round to round, a short
+  pause before each), so a change in the machine's load over the run reaches every engine
+  alike. The speed-up is the median over rounds of the per-round ratio, with its range. On
+  an accelerator the engines run one after another (each would claim the device's memory).
 - tokens/s = batch x (inputs + targets) / median step time.
 - Model FLOPs = `clinical_t5x.model.flops.training_flops_per_example`, the trainer's MFU count.
   MFU on GPU/TPU is against the chip's dense bf16 peak (`flops.device_peak_flops`); on CPU
@@ -35,7 +40,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from typing import Callable, NamedTuple
 
 import configs  # benchmarks/configs.py: the named model sizes
 
@@ -45,6 +52,9 @@ XLA_ENGINES = ("jax", "t5x")  # engines that run on XLA and so take its flags
 SETTINGS = ("defaults", "tuned")
 # Variables that change an engine's speed; "defaults" runs without any of them.
 _TUNING_ENV = ("GLIBC_TUNABLES", "LD_PRELOAD", "XLA_FLAGS", "CLINICAL_T5X_RUNTIME_CONFIGURED")
+# Seconds each engine waits before its timed repeat, so that the threads of the engine timed
+# just before (PyTorch's OpenMP workers spin after a parallel region) have gone to sleep.
+PAUSE_S = 0.5
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -77,20 +87,97 @@ def worker_env(base: dict[str, str], settings: str, engine: str, dtype: str,
     return env
 
 
-def run_worker(args: argparse.Namespace, engine: str, dtype: str, settings: str) -> dict:
-    """One engine, one dtype, one settings row, in a fresh process."""
-    cmd = [sys.executable, __file__, "--worker", engine, "--worker_dtype", dtype,
-           "--worker_settings", settings, "--size", args.size, "--threads", str(args.threads),
-           "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-           "--steps", str(args.steps)]
-    env = worker_env(dict(os.environ), settings, engine, dtype, args.threads)
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    row = {"engine": engine, "dtype": dtype, "settings": settings}
-    if proc.returncode or not lines:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {**row, "error": f"exit code {proc.returncode}: {last[:200]}"}
-    return {**row, **json.loads(lines[-1])}
+class Worker:
+    """One engine, one dtype, one settings row, in its own process, driven over its stdin:
+    each "step" line there times one repeat and answers with a JSON line."""
+
+    def __init__(self, args: argparse.Namespace, engine: str, dtype: str, settings: str):
+        cmd = [sys.executable, __file__, "--worker", engine, "--worker_dtype", dtype,
+               "--worker_settings", settings, "--size", args.size, "--threads",
+               str(args.threads), "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        self.row = {"engine": engine, "dtype": dtype, "settings": settings}
+        self.step_s: list[float] = []
+        self.cpu_s: list[float] = []
+        self._stderr = tempfile.TemporaryFile("w+")  # a pipe left unread would fill and block
+        self._proc = subprocess.Popen(
+            cmd, env=worker_env(dict(os.environ), settings, engine, dtype, args.threads),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, text=True)
+        self.timing = True
+
+    def _ask(self, command: str | None = None) -> dict | None:
+        """Sends `command` (if any) and returns the next JSON reply; None once it has exited."""
+        try:
+            if command:
+                self._proc.stdin.write(command + "\n")
+                self._proc.stdin.flush()
+            for line in self._proc.stdout:
+                if line.startswith("{"):
+                    return json.loads(line)
+        except OSError:  # its stdin closed: the process is gone
+            pass
+        return None
+
+    def _fail(self) -> None:
+        code = self._proc.wait()
+        self._stderr.seek(0)
+        last = (self._stderr.read().strip().splitlines() or ["no output"])[-1]
+        self.row["error"] = f"exit code {code}: {last[:200]}"
+        self.timing = False
+
+    def wait_ready(self) -> None:
+        """Waits for the build and warm-up; a skipped engine (t5x not installed) ends here."""
+        reply = self._ask()
+        if reply is None:
+            self._fail()
+        elif "skipped" in reply:
+            self.row.update(reply)
+            self.timing = False
+        else:
+            self.row["warmup_s"] = reply["warmup_s"]
+
+    def time_repeat(self) -> None:
+        reply = self._ask("step")
+        if reply is None:
+            self._fail()
+            return
+        self.step_s.append(reply["step_s"])
+        self.cpu_s.append(reply["cpu_s"])
+
+    def finish(self) -> dict:
+        """The row: timings, and the worker's report (FLOPs, matmul rate, peak RSS)."""
+        if self.timing:
+            report = self._ask("report")
+            if report is None:
+                self._fail()
+            else:
+                self.row.update(report, step_s=self.step_s,
+                                cpu_s_per_step=statistics.mean(self.cpu_s))
+                self._proc.wait()
+        self._stderr.close()
+        return self.row
+
+
+def run_group(args: argparse.Namespace, engines: list[str], dtype: str, settings: str,
+              interleave: bool) -> list[dict]:
+    """The rows of one dtype and settings: interleaved round by round (see the module's
+    docstring), or one engine after the other."""
+    if not interleave:
+        return [row for engine in engines
+                for row in run_group(args, [engine], dtype, settings, interleave=True)]
+    workers = [Worker(args, engine, dtype, settings) for engine in engines]
+    for worker in workers:
+        worker.wait_ready()
+    for round_index in range(args.repeats):
+        shift = round_index % len(workers)
+        for worker in workers[shift:] + workers[:shift]:
+            if worker.timing:
+                time.sleep(PAUSE_S)
+                worker.time_repeat()
+    rows = [worker.finish() for worker in workers]
+    for row in rows:
+        if "step_s" in row:
+            row["interleaved"] = len(workers) > 1
+    return rows
 
 
 def benchmark_dtypes(choice: str) -> list[str]:
@@ -149,15 +236,24 @@ def format_table(rows: list[dict], size: str, threads: int) -> str:
 
 
 def speedup_lines(rows: list[dict]) -> list[str]:
-    """Built-in vs each other engine, same dtype and settings, by median step time."""
-    ok = {(r["engine"], r["dtype"], r["settings"]): summary(r["step_s"])[1]
-          for r in rows if "step_s" in r}
+    """Built-in vs each other engine, same dtype and settings: the median of the per-round
+    ratios where the two were interleaved, else the ratio of their median step times."""
+    ok = {(r["engine"], r["dtype"], r["settings"]): r for r in rows if "step_s" in r}
     lines = []
-    for (engine, dtype, settings), median in sorted(ok.items()):
+    for (engine, dtype, settings), row in sorted(ok.items()):
         ours = ok.get(("jax", dtype, settings))
-        if engine != "jax" and ours:
-            lines.append(f"built-in vs {engine}, {dtype}, {settings}: {median / ours:.2f}x "
-                         f"({'faster' if ours < median else 'slower'})")
+        if engine == "jax" or not ours:
+            continue
+        of_medians = summary(row["step_s"])[1] / summary(ours["step_s"])[1]
+        how = f"ratio of median steps {of_medians:.2f}x"
+        ratio = of_medians
+        if row.get("interleaved") and ours.get("interleaved"):
+            rounds = [theirs / mine for theirs, mine in zip(row["step_s"], ours["step_s"])]
+            low, ratio, high = summary(rounds)
+            how = (f"median of {len(rounds)} interleaved rounds, range {low:.2f}-{high:.2f}; "
+                   + how)
+        lines.append(f"built-in vs {engine}, {dtype}, {settings}: {ratio:.2f}x "
+                     f"({'faster' if ratio > 1 else 'slower'}; {how})")
     return lines
 
 
@@ -183,25 +279,38 @@ def random_batch(vocab: int, batch: int, inputs: int, targets: int, seed: int = 
             "decoder_input_tokens": np.pad(tgt, ((0, 0), (1, 0)))[:, :-1]}
 
 
-def timed_steps(run_step, sync, warmup: int, repeats: int, steps: int) -> dict:
-    """Warm-up (untimed), then `repeats` timings of `steps` steps: seconds per step each.
+class Engine(NamedTuple):
+    """A built engine in a worker: one training step, a wait for its result, and the rest of
+    its row (FLOPs, matmul rate, memory), measured after the timed steps."""
 
-    CPU seconds (user + system, all threads) per step are reported too: on a shared machine
-    wall time partly measures the neighbours.
-    """
+    run_step: Callable[[], object]
+    sync: Callable[[object], object]
+    report: Callable[[], dict]
+    extra_warmup: int = 0
+
+
+def serve(args: argparse.Namespace, engine: Engine) -> None:
+    """The worker's side of `Worker`: warm up, say so, then per "step" line on stdin time
+    --steps steps (wall seconds per step, and CPU seconds per step of all threads: on a shared
+    machine wall time partly measures the neighbours); "report" ends it."""
     start = time.perf_counter()
-    for _ in range(warmup):
-        sync(run_step())
-    warm = time.perf_counter() - start
-    times, cpu = [], _cpu_seconds()
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = run_step()
-        sync(out)
-        times.append((time.perf_counter() - start) / steps)
-    return {"warmup_s": warm, "step_s": times,
-            "cpu_s_per_step": (_cpu_seconds() - cpu) / (repeats * steps)}
+    for _ in range(args.warmup + engine.extra_warmup):
+        engine.sync(engine.run_step())
+    _reply({"warmup_s": time.perf_counter() - start})
+    for command in sys.stdin:
+        if command.strip() != "step":
+            break
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        for _ in range(args.steps):
+            out = engine.run_step()
+        engine.sync(out)
+        _reply({"step_s": (time.perf_counter() - start) / args.steps,
+                "cpu_s": (_cpu_seconds() - cpu) / args.steps})
+    _reply({**engine.report(), "peak_rss_gb": peak_rss_gb()})
+
+
+def _reply(message: dict) -> None:
+    print(json.dumps(message), flush=True)
 
 
 def best_rate(run, sync, flops: float, budget_s: float = 2.0) -> float:
@@ -231,7 +340,7 @@ def _xla_device():
     return device
 
 
-def jax_worker(args: argparse.Namespace) -> dict:
+def jax_worker(args: argparse.Namespace) -> Engine:
     import jax
 
     from clinical_t5x.model import network, optim, partitioning, steps
@@ -254,12 +363,11 @@ def jax_worker(args: argparse.Namespace) -> dict:
         holder["state"], metrics = step_fn(holder["state"], data, rng)
         return metrics
 
-    timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
-                         args.steps)
-    return _xla_result(args, device, config, holder["state"].params, timing)
+    return Engine(run_step, jax.block_until_ready,
+                  lambda: _xla_result(args, device, config, holder["state"].params))
 
 
-def _xla_result(args: argparse.Namespace, device, config, params, timing: dict) -> dict:
+def _xla_result(args: argparse.Namespace, device, config, params) -> dict:
     """The row of an XLA engine (built-in or t5x): timing, the shared FLOP count, and on CPU
     the 1024^3 matmul rate in the same dtype (the MFU ceiling), else the chip's peak and the
     device's peak memory."""
@@ -269,7 +377,7 @@ def _xla_result(args: argparse.Namespace, device, config, params, timing: dict) 
     from clinical_t5x.model import flops
 
     cfg = configs.SIZES[args.size]
-    result = {"device": f"{device.platform}: {device.device_kind}", **timing,
+    result = {"device": f"{device.platform}: {device.device_kind}",
               "threads": len(os.sched_getaffinity(0)),
               "params": sum(x.size for x in jax.tree_util.tree_leaves(params)),
               "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
@@ -289,7 +397,7 @@ def _xla_result(args: argparse.Namespace, device, config, params, timing: dict) 
     return result
 
 
-def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
+def torch_worker(args: argparse.Namespace, compiled: bool) -> Engine:
     import torch
     from transformers.optimization import Adafactor
 
@@ -322,28 +430,28 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> dict:
         optimizer.zero_grad(set_to_none=True)
         return loss
 
+    def report() -> dict:
+        name = torch.cuda.get_device_name() if device == "cuda" else "torch"
+        result = {"device": f"{device}: {name}", "threads": torch.get_num_threads(),
+                  "attention": model.config._attn_implementation,
+                  "params": sum(p.numel() for p in model.parameters()),
+                  "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
+                      configs.t5_config(args.size), cfg.inputs_length, cfg.targets_length)}
+        if device == "cpu":
+            a = torch.ones((1024, 1024), dtype=torch.bfloat16 if bf16 else torch.float32)
+            result["matmul_tflops"] = best_rate(lambda: a @ a, lambda x: float(x[0, 0]),
+                                                2 * 1024 ** 3)
+        else:
+            peak = flops.device_peak_flops(torch.cuda.get_device_name())
+            result["peak_tflops"] = peak / 1e12 if peak else None
+            result["device_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        return result
+
     # torch.compile recompiles during its first steps: give it more untimed steps.
-    warmup = args.warmup + (2 if compiled else 0)
-    timing = timed_steps(run_step, lambda loss: loss.item(), warmup, args.repeats, args.steps)
-    name = torch.cuda.get_device_name() if device == "cuda" else "torch"
-    result = {"device": f"{device}: {name}",
-              **timing, "threads": torch.get_num_threads(),
-              "attention": model.config._attn_implementation,
-              "params": sum(p.numel() for p in model.parameters()),
-              "flops_per_step": cfg.batch_size * flops.training_flops_per_example(
-                  configs.t5_config(args.size), cfg.inputs_length, cfg.targets_length)}
-    if device == "cpu":
-        a = torch.ones((1024, 1024), dtype=torch.bfloat16 if bf16 else torch.float32)
-        result["matmul_tflops"] = best_rate(lambda: a @ a, lambda x: float(x[0, 0]),
-                                            2 * 1024 ** 3)
-    else:
-        peak = flops.device_peak_flops(torch.cuda.get_device_name())
-        result["peak_tflops"] = peak / 1e12 if peak else None
-        result["device_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
-    return result
+    return Engine(run_step, lambda loss: loss.item(), report, extra_warmup=2 if compiled else 0)
 
 
-def t5x_worker(args: argparse.Namespace) -> dict:
+def t5x_worker(args: argparse.Namespace) -> Engine | dict:
     """Real t5x on the same shapes: its `EncoderDecoderModel` (t5x/examples/t5 network, z-loss
     1e-4 as its T5 gin files), Adafactor with its factoring rules, and `Trainer`'s own jitted
     train step (`train_with_lr`, state donated). `{"skipped": why}` when t5x does not import."""
@@ -389,9 +497,8 @@ def t5x_worker(args: argparse.Namespace) -> dict:
         holder["state"], metrics = train_step(holder["state"], data)
         return metrics
 
-    timing = timed_steps(run_step, jax.block_until_ready, args.warmup, args.repeats,
-                         args.steps)
-    return _xla_result(args, device, config, holder["state"].params, timing)
+    return Engine(run_step, jax.block_until_ready,
+                  lambda: _xla_result(args, device, config, holder["state"].params))
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -410,7 +517,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="cores (and threads) per engine; default: all usable cores")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (>= 3)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats (>= 3), one per engine per interleaved round")
     parser.add_argument("--steps", type=int, default=1, help="steps per timed repeat")
     parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--worker_dtype", choices=list(DTYPES.values()), help=argparse.SUPPRESS)
@@ -418,6 +526,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 3:
         parser.error("--repeats must be at least 3 (min / median / max)")
+    if args.threads < 1 or args.steps < 1 or args.warmup < 0:
+        parser.error("--threads and --steps must be at least 1, --warmup at least 0")
     unknown = set(args.engines.split(",")) - set(ENGINES)
     unknown |= set(args.settings.split(",")) - set(SETTINGS)
     if unknown:
@@ -432,17 +542,22 @@ def main(argv: list[str] | None = None) -> int:
         workers = {"jax": jax_worker, "t5x": t5x_worker,
                    "torch": functools.partial(torch_worker, compiled=False),
                    "torch_compile": functools.partial(torch_worker, compiled=True)}
-        result = workers[args.worker](args)
-        result["peak_rss_gb"] = peak_rss_gb()
-        print(json.dumps(result), flush=True)
+        engine = workers[args.worker](args)
+        if isinstance(engine, dict):  # skipped, with the reason
+            _reply(engine)
+        else:
+            serve(args, engine)
         return 0
-    dtypes = benchmark_dtypes(args.dtype)
+    from clinical_t5x.train import runtime
+
+    interleave = runtime.backend_is_cpu()
+    engines = args.engines.split(",")
     rows = []
-    for dtype in dtypes:
+    for dtype in benchmark_dtypes(args.dtype):
         for settings in args.settings.split(","):
-            for engine in args.engines.split(","):
-                print(f"running {engine} {dtype} {settings} ...", file=sys.stderr, flush=True)
-                rows.append(run_worker(args, engine, dtype, settings))
+            print(f"running {', '.join(engines)}: {dtype}, {settings} ...", file=sys.stderr,
+                  flush=True)
+            rows += run_group(args, engines, dtype, settings, interleave)
     print(format_table(rows, args.size, args.threads))
     for row in rows:
         print(json.dumps(row))

@@ -58,10 +58,62 @@ def test_table_uses_the_median_for_rates_and_prints_min_median_max(bench):
     assert jax_line.split()[5:11] == ["1.000", "2.000", "4.000", "1.00", str(tokens // 2),
                                       "2.000"]
     assert "25.0%" in jax_line
-    assert "built-in vs torch, float32, tuned: 1.50x (faster)" in table
+    assert "built-in vs torch, float32, tuned: 1.50x (faster; ratio of median steps 1.50x)" \
+        in table
     assert "torch_compile float32  tuned    failed: exit code 1: boom" in table
     assert f"tokens/step = batch x (inputs + targets) = {tokens:,}" in table
     assert "threads per engine: 2" in table and runtime.this_cpu().model in table
+
+
+def test_interleaved_speedup_is_the_median_of_the_per_round_ratios(bench):
+    rows = [_row("jax", [1.0, 2.0, 1.0], interleaved=True),
+            _row("torch", [1.5, 2.0, 0.9], interleaved=True)]
+    # Per round 1.5, 1.0, 0.9: median 1.0 (the medians' ratio 1.5 would overstate it).
+    assert bench.speedup_lines(rows) == [
+        "built-in vs torch, float32, tuned: 1.00x (slower; median of 3 interleaved rounds, "
+        "range 0.90-1.50; ratio of median steps 1.50x)"]
+
+
+class _FakeWorker:
+    """Stands in for `Worker`: records the order in which the engines were timed."""
+
+    order: list[str] = []
+
+    def __init__(self, args, engine, dtype, settings):
+        self.row = {"engine": engine, "dtype": dtype, "settings": settings}
+        self.timing = engine != "t5x"  # as if t5x were not installed
+
+    def wait_ready(self):
+        if not self.timing:
+            self.row["skipped"] = "not installed"
+
+    def time_repeat(self):
+        self.order.append(self.row["engine"])
+
+    def finish(self):
+        return {**self.row, "step_s": [1.0]} if self.timing else self.row
+
+
+def test_engines_take_turns_in_rotating_order(bench, monkeypatch):
+    monkeypatch.setattr(bench, "Worker", _FakeWorker)
+    monkeypatch.setattr(bench, "PAUSE_S", 0.0)
+    monkeypatch.setattr(_FakeWorker, "order", [])
+    args = bench.parse_args(["--repeats", "3"])
+    rows = bench.run_group(args, ["jax", "torch", "t5x"], "float32", "tuned", interleave=True)
+    assert _FakeWorker.order == ["jax", "torch", "torch", "jax", "jax", "torch"]
+    assert [r.get("interleaved") for r in rows] == [True, True, None]
+    monkeypatch.setattr(_FakeWorker, "order", [])
+    rows = bench.run_group(args, ["jax", "torch"], "float32", "tuned", interleave=False)
+    assert _FakeWorker.order == ["jax"] * 3 + ["torch"] * 3
+    assert [r["interleaved"] for r in rows] == [False, False]
+
+
+def test_a_worker_that_dies_becomes_an_error_row(bench, monkeypatch):
+    monkeypatch.setattr(bench.sys, "executable", "false")  # exits 1 at once, says nothing
+    monkeypatch.setattr(bench, "PAUSE_S", 0.0)
+    args = bench.parse_args(["--size", "micro"])
+    [row] = bench.run_group(args, ["jax"], "float32", "tuned", interleave=True)
+    assert row["error"] == "exit code 1: no output" and "step_s" not in row
 
 
 def test_t5x_row_is_skipped_with_its_reason_when_t5x_does_not_import(bench, monkeypatch):
@@ -88,9 +140,10 @@ def test_auto_dtypes_leave_out_emulated_bf16(bench, monkeypatch, on_cpu, cpuinfo
     assert bench.benchmark_dtypes("bf16") == ["bfloat16"]
 
 
-def test_fewer_than_three_repeats_is_refused(bench):
+@pytest.mark.parametrize("bad", [["--repeats", "2"], ["--threads", "0"], ["--steps", "0"]])
+def test_too_few_repeats_threads_or_steps_are_refused(bench, bad):
     with pytest.raises(SystemExit):
-        bench.parse_args(["--repeats", "2"])
+        bench.parse_args(bad)
 
 
 @pytest.mark.heavy
@@ -112,7 +165,8 @@ def test_micro_bf16_run_of_both_engines(request):
     expected = cfg.batch_size * flops.training_flops_per_example(
         configs.t5_config("micro"), cfg.inputs_length, cfg.targets_length)
     for row in rows:
-        assert len(row["step_s"]) == 3 and row["flops_per_step"] == expected
+        assert len(row["step_s"]) == 5 and row["flops_per_step"] == expected
+        assert row["interleaved"] and row["warmup_s"] > 0
         assert row["threads"] >= 1 and row["peak_rss_gb"] > 0 and row["matmul_tflops"] > 0
     assert "built-in vs torch, bfloat16, tuned" in out.stdout
 
@@ -131,7 +185,7 @@ def test_micro_run_of_real_t5x_next_to_the_built_in_step(request):
     rows = {r["engine"]: r for r in map(json.loads, (
         line for line in out.stdout.splitlines() if line.startswith("{")))}
     assert set(rows) == {"jax", "t5x"}
-    assert len(rows["t5x"]["step_s"]) == 3 and rows["t5x"]["peak_rss_gb"] > 0
+    assert len(rows["t5x"]["step_s"]) == 5 and rows["t5x"]["peak_rss_gb"] > 0
     # Same model: same parameter count and FLOPs as the built-in step.
     assert rows["t5x"]["params"] == rows["jax"]["params"]
     assert rows["t5x"]["flops_per_step"] == rows["jax"]["flops_per_step"]
