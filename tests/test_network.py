@@ -154,6 +154,31 @@ def test_project_backward_equals_autodiff_of_the_product():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("bias_shape", [(1, HEADS, 4, 5), (2, 1, 4, 5), (1, 1, 1, 5)])
+def test_broadcast_gradients_equal_autodiff(bias_shape):
+    """`add_bias` and `scale_features` (their broadcast gradients summed by `sum_leading`, a
+    product with ones on CPU) give autodiff's gradients of the plain `+` and `*`."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    logits = jax.random.normal(keys[0], (2, HEADS, 4, 5))
+    bias = jax.random.normal(keys[1], bias_shape)
+    scale = jax.random.normal(keys[2], (5,))
+    cotangent = jax.random.normal(keys[3], logits.shape)
+
+    def loss(add, mul, logits, bias, scale):
+        return jnp.sum(mul(add(logits, bias), scale) * cotangent)
+
+    got = jax.jit(jax.grad(functools.partial(loss, network.add_bias, network.scale_features),
+                           argnums=(0, 1, 2)))(logits, bias, scale)
+    want = jax.grad(functools.partial(loss, jnp.add, jnp.multiply), argnums=(0, 1, 2))(
+        logits, bias, scale)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    rows = jax.random.normal(keys[0], (7, 3, 5))
+    np.testing.assert_allclose(network.sum_leading(rows, (3, 5)), rows.sum(0), rtol=1e-5,
+                               atol=1e-5)
+
+
 @pytest.mark.parametrize("with_keep", [False, True])
 def test_attend_equals_softmax_then_values_with_its_gradients(with_keep):
     """`attend` (normalised after the value matmul) equals softmax(q.k + biases) @ v, in value
