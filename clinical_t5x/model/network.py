@@ -136,14 +136,17 @@ class LayerNorm(nn.Module):
 
 
 def sum_leading(x: Array, keep_shape: tuple[int, ...]) -> Array:
-    """`x` summed over its leading axes to `keep_shape` (its trailing axes). On CPU as a
-    product with a row of ones: XLA CPU sums over a leading axis one output element at a time,
-    with strided reads (8 ms on a [4096, 512] array on 2 cores, against 1.3 ms as a product;
-    docs/performance.md); the dot kernels stream the rows."""
+    """`x` summed over its leading axes to `keep_shape` (its trailing axes), in float32. On
+    CPU as a product with a row of ones: XLA CPU sums over a leading axis one output element
+    at a time, with strided reads (8 ms on a [4096, 512] array on 2 cores, against 1.3 ms as
+    a product; docs/performance.md); the dot kernels stream the rows."""
     rows = x.reshape(-1, math.prod(keep_shape))
     if jax.default_backend() == "cpu":
-        return jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows).reshape(keep_shape)
-    return rows.sum(axis=0).reshape(keep_shape)
+        total = jnp.dot(jnp.ones((rows.shape[0],), rows.dtype), rows,
+                        preferred_element_type=jnp.float32)
+    else:
+        total = rows.sum(axis=0, dtype=jnp.float32)
+    return total.astype(x.dtype).reshape(keep_shape)
 
 
 @jax.custom_vjp
