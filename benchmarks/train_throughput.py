@@ -210,8 +210,8 @@ def format_table(rows: list[dict], size: str, threads: int) -> str:
            f"batch {cfg.batch_size} x {cfg.inputs_length}/{cfg.targets_length}",
            f"tokens/step = batch x (inputs + targets) = {cfg.tokens_per_step:,}"
            + (f"; model FLOPs/step = {flops_per_step:.3e}" if flops_per_step else "")]
-    head = (f"{'engine':<14}{'dtype':<9}{'settings':<9}{'device':<18}{'s/step min/med/max':>21}"
-            f"{'cpu s':>7}{'tokens/s':>9}{'TFLOP/s':>8}{'matmul':>8}{'MFU':>7}{'RSS GB':>7}")
+    head = (f"{'engine':<14}{'dtype':<9}{'settings':<9}{'device':<18}{'s/step min/med/max':>24}"
+            f"{'cpu s':>8}{'tokens/s':>9}{'TFLOP/s':>8}{'matmul':>8}{'MFU':>9}{'RSS GB':>7}")
     out += [head, "-" * len(head)]
     for r in rows:
         label = f"{r['engine']:<14}{r['dtype']:<9}{r['settings']:<9}"
@@ -226,9 +226,9 @@ def format_table(rows: list[dict], size: str, threads: int) -> str:
         peak = r.get("peak_tflops") or r.get("matmul_tflops")
         mfu = f"{100 * tflops / peak:6.1f}%" if peak else "   n/a"
         matmul = f"{r['matmul_tflops']:8.3f}" if r.get("matmul_tflops") else "       -"
-        out.append(f"{label}{r['device'][:17]:<18}{low:7.3f}{mid:7.3f}{high:7.3f}"
-                   f"{r['cpu_s_per_step']:7.2f}{cfg.tokens_per_step / mid:9.0f}{tflops:8.3f}"
-                   f"{matmul}{mfu:>7}{r['peak_rss_gb']:7.2f}")
+        out.append(f"{label}{r['device'][:17]:<18}{low:8.3f}{mid:8.3f}{high:8.3f}"
+                   f"{r['cpu_s_per_step']:8.2f}{cfg.tokens_per_step / mid:9.0f}{tflops:8.3f}"
+                   f"{matmul}{mfu:>9}{r['peak_rss_gb']:7.2f}")
     out.append("MFU: on CPU model FLOP/s / the engine's own 1024^3 matmul rate in the same dtype "
                "(the 'matmul' column, TFLOP/s); on GPU/TPU / the chip's dense bf16 peak.")
     speedups = speedup_lines(rows)
