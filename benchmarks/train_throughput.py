@@ -152,7 +152,7 @@ class Worker:
             else:
                 self.row.update(report, step_s=self.step_s,
                                 cpu_s_per_step=statistics.mean(self.cpu_s))
-                self._proc.wait()
+        self._proc.wait()  # it exits after its report, its reason for skipping, or its error
         self._stderr.close()
         return self.row
 
