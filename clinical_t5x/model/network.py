@@ -222,9 +222,10 @@ def _lookup_buckets_fwd(table: Array, buckets: Array) -> tuple[Array, tuple[Arra
 
 
 def _lookup_buckets_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, None]:
-    """Scatter-add of the cotangent, kept out of the fusion that sums it over the batch: fused,
-    XLA CPU sums the [batch, heads, q, k] cotangent in the scatter's [q*k, heads] order, a strided
-    walk that cost about 2% of a train step; summed first it reads memory in order."""
+    """Scatter-add of the cotangent, behind a barrier. The cotangent is the sum of every
+    layer's [heads, q, k] gradient, each already summed over the batch by `add_bias`. Before
+    that, XLA CPU fused the batch sums into the scatter's transposed [q*k, heads] order, a
+    strided walk of about 2% of a train step; the barrier was the first remedy."""
     table, buckets = residuals
     grad = jax.lax.optimization_barrier(grad)
     return jnp.zeros_like(table).at[:, buckets].add(grad), None
