@@ -368,9 +368,9 @@ def jax_worker(args: argparse.Namespace) -> Engine:
 
 
 def _xla_result(args: argparse.Namespace, device, config, params) -> dict:
-    """The row of an XLA engine (built-in or t5x): timing, the shared FLOP count, and on CPU
-    the 1024^3 matmul rate in the same dtype (the MFU ceiling), else the chip's peak and the
-    device's peak memory."""
+    """The report of an XLA engine (built-in or t5x), besides its timings: the shared FLOP
+    count, and on CPU the 1024^3 matmul rate in the same dtype (the MFU ceiling), else the
+    chip's peak and the device's peak memory."""
     import jax
     import jax.numpy as jnp
 
