@@ -108,6 +108,22 @@ def test_engines_take_turns_in_rotating_order(bench, monkeypatch):
     assert [r["interleaved"] for r in rows] == [False, False]
 
 
+def test_peak_rss_is_the_workers_own_not_its_parents(request):
+    """A worker started by a parent that once held 1 GiB: `ru_maxrss` carries the parent's
+    peak over (vfork, then exec); the figure the benchmark reports does not."""
+    import numpy as np
+
+    held = np.ones(2 ** 27)  # 1 GiB, touched
+    del held
+    child = ("import json, resource, train_throughput as bench; print(json.dumps("
+             "[bench.peak_rss_gb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20]))")
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                         check=True, cwd=request.config.rootpath / "benchmarks")
+    own, inherited = json.loads(out.stdout)
+    assert inherited >= 1.0  # the pitfall is present here, so the next line means something
+    assert 0 < own < 0.5
+
+
 def test_a_worker_that_dies_becomes_an_error_row(bench, monkeypatch):
     monkeypatch.setattr(bench.sys, "executable", "false")  # exits 1 at once, says nothing
     monkeypatch.setattr(bench, "PAUSE_S", 0.0)
