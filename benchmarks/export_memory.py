@@ -21,13 +21,7 @@ import tempfile
 from pathlib import Path
 
 import configs  # benchmarks/configs.py: the named model sizes
-
-
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
+import proc_status  # benchmarks/proc_status.py: this process's memory figures
 
 
 def make_inputs(size: str, workdir: Path) -> None:
@@ -55,9 +49,9 @@ def measure(workdir: Path) -> dict:
     shutil.rmtree(workdir / "hf", ignore_errors=True)
     reader = checkpoint_formats.ParamReader(workdir / "model")
     weight_bytes = sum(int(np.prod(shape)) * dtype.itemsize for shape, dtype in reader.shapes.values())
-    baseline = _rss_kib("VmRSS") * 1024
+    baseline = proc_status.kib("VmRSS") * 1024
     hf.export(workdir / "model", workdir / "vocab", workdir / "hf")
-    peak = _rss_kib("VmHWM") * 1024
+    peak = proc_status.kib("VmHWM") * 1024
     return {"weights_MiB": round(weight_bytes / 2**20, 1), "rss_after_imports_MiB": round(baseline / 2**20, 1),
             "peak_rss_MiB": round(peak / 2**20, 1), "peak_over_weights": round(peak / weight_bytes, 3),
             "growth_over_weights": round((peak - baseline) / weight_bytes, 3)}

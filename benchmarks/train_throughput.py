@@ -36,17 +36,16 @@ import argparse
 import functools
 import json
 import os
-import re
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Callable, NamedTuple
 
 import configs  # benchmarks/configs.py: the named model sizes
+import proc_status  # benchmarks/proc_status.py: this process's memory figures
 
 DTYPES = {"fp32": "float32", "bf16": "bfloat16"}
 ENGINES = ("jax", "torch", "torch_compile", "t5x")
@@ -263,12 +262,10 @@ def speedup_lines(rows: list[dict]) -> list[str]:
 
 
 def peak_rss_gb() -> float:
-    """This process's own peak resident memory: its address space's high-water mark
-    (`VmHWM`). Not `ru_maxrss`: Python starts the workers with vfork, and exec carries the
-    parent's peak over into the child's `ru_maxrss`, so a driver that had once grown large
-    (a notebook, a test run) would put a floor under every engine's figure."""
-    status = Path("/proc/self/status").read_text()
-    return int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.MULTILINE)[1]) / 2 ** 20
+    """This process's own peak resident memory (`VmHWM`). Not `ru_maxrss`, which the workers
+    inherit from the driver (proc_status): a driver that had once grown large (a notebook, a
+    test run) would put a floor under every engine's figure."""
+    return proc_status.kib("VmHWM") / 2 ** 20
 
 
 def _cpu_seconds() -> float:
