@@ -10,8 +10,8 @@ What "fair" means here:
   torch from torch.set_num_threads and OMP/MKL_NUM_THREADS).
 - "defaults": nothing set for any engine (no allocator settings, no XLA flags).
   "tuned": the allocator settings of `clinical_t5x.train.runtime` for EVERY engine, plus each
-  engine's own best flags (XLA, for the built-in step and t5x alike:
-  `runtime.xla_cpu_flags(dtype)`; torch: SDPA attention).
+  engine's own best settings (XLA, for the built-in step and t5x alike: on CPU
+  `runtime.xla_cpu_flags(dtype)` and inline dispatch; torch: SDPA attention).
 - One dtype policy: fp32 = float32 throughout; bf16 = bfloat16 activations, float32
   parameters and losses (built-in: `T5Config.dtype`; torch: `torch.autocast`). On GPU TF32 is
   allowed for both engines' float32 matmuls.
@@ -546,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         workers = {"jax": jax_worker, "t5x": t5x_worker,
                    "torch": functools.partial(torch_worker, compiled=False),
                    "torch_compile": functools.partial(torch_worker, compiled=True)}
+        if args.worker_settings == "tuned" and args.worker in XLA_ENGINES:
+            from clinical_t5x.train import runtime
+
+            if runtime.backend_is_cpu():
+                runtime.inline_cpu_dispatch()  # as the trainer does on CPU
         engine = workers[args.worker](args)
         if isinstance(engine, dict):  # skipped, with the reason
             _reply(engine)

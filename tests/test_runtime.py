@@ -147,3 +147,63 @@ def test_never_changes_the_pytest_process():
     assert runtime.configure_cpu_runtime() is False
     assert runtime.configure_xla_flags("float32") == []
     assert dict(os.environ) == before
+
+
+STEPS_SCRIPT = """import json, sys
+import numpy as np
+from clinical_t5x.train import runtime
+inline = runtime.configure_cpu_dispatch()
+import jax
+from clinical_t5x.model import network, optim, partitioning, steps
+config = network.T5Config(vocab_size=1024, emb_dim=64, num_heads=2, head_dim=32, mlp_dim=256,
+                          num_encoder_layers=1, num_decoder_layers=1, dtype="float32")
+model, optimizer = network.Transformer(config), optim.make_optimizer(warmup_steps=100)
+partitioner = partitioning.Partitioner(num_partitions=1)
+state = steps.init_train_state(model, optimizer, partitioner, None, jax.random.PRNGKey(0))
+jitted = steps.make_train_step(model, optimizer, partitioner).jitted
+tokens = np.random.default_rng(0).integers(2, 1024, (16, 320)).astype(np.int32)
+batch = partitioning.global_batch_from_local({
+    "encoder_input_tokens": tokens[:, :256], "decoder_target_tokens": tokens[:, 256:],
+    "decoder_input_tokens": tokens[:, 255:-1], "decoder_loss_weights": np.ones((16, 64), np.float32),
+}, partitioner.data_sharding)
+rng = jax.random.PRNGKey(1)
+train_step = jitted.lower(state, batch, rng).compile()
+temp = train_step.memory_analysis().temp_size_in_bytes
+def peak():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+state, metrics = train_step(state, batch, rng)
+jax.block_until_ready(metrics)
+before = peak()
+for _ in range(8):  # queued back to back, as the trainer does between log steps
+    state, metrics = train_step(state, batch, rng)
+jax.block_until_ready(metrics)
+print(json.dumps({"inline": inline, "temp": temp, "growth": peak() - before}))
+"""
+
+
+def run_steps(tmp_path, **env_overrides):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("XLA_FLAGS", "JAX_PLATFORMS", runtime.OPT_OUT_ENV)}
+    env.update(CLINICAL_T5X_CACHE=str(tmp_path), JAX_PLATFORMS="cpu",
+               GLIBC_TUNABLES=runtime.GLIBC_TUNABLES, **env_overrides)
+    out = subprocess.run([sys.executable, "-c", STEPS_SCRIPT], env=env, capture_output=True,
+                         text=True, check=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_queued_steps_hold_one_temporary_block_at_a_time(tmp_path):
+    """Under the allocator settings (a never-trimmed heap) each queued train step's XLA
+    temporary block would stay resident as one more copy; inline dispatch keeps one."""
+    seen = run_steps(tmp_path)
+    assert seen["inline"] and seen["temp"] > 50e6
+    assert seen["growth"] < 0.2 * seen["temp"]
+
+
+@pytest.mark.heavy
+def test_without_inline_dispatch_queued_steps_keep_more_blocks(tmp_path):
+    """Why the setting is there (and that the test above can fail): opted out, the same eight
+    queued steps leave more than one extra temporary block resident."""
+    seen = run_steps(tmp_path, **{runtime.OPT_OUT_ENV: "1"})
+    assert not seen["inline"]
+    assert seen["growth"] > 0.8 * seen["temp"]

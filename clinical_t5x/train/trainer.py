@@ -90,8 +90,9 @@ def parse_flags(argv: Sequence[str]) -> argparse.Namespace:
 def configure_gin(gin_files: Sequence[str], bindings: Sequence[str],
                   search_paths: Sequence[str]) -> None:
     """Registers the configurables, adds search paths, parses files then bindings (t5x order),
-    then sets the XLA CPU flags that suit the configured activation dtype (they must be in
-    place before JAX's backend starts, and the dtype is known only now)."""
+    then sets the XLA CPU flags that suit the configured activation dtype and inline CPU
+    dispatch (both must be in place before JAX's backend starts, and the dtype is known only
+    now)."""
     from clinical_t5x.model import network, optim, partitioning  # noqa: F401 (gin registration)
     from clinical_t5x.train import runtime
     import clinical_t5x.tasks  # noqa: F401 (SeqIO tasks + their gin configurables)
@@ -101,6 +102,7 @@ def configure_gin(gin_files: Sequence[str], bindings: Sequence[str],
         gin.add_config_file_search_path(path)
     gin.parse_config_files_and_bindings(list(gin_files), list(bindings))
     runtime.configure_xla_flags(network.T5Config().dtype)
+    runtime.configure_cpu_dispatch()
 
 
 # ----------------------------------------------------------------------------- data
