@@ -90,10 +90,13 @@ if start_backend:
     import jax
     jax.devices()
 added = runtime.configure_xla_flags(dtype)
+inline = runtime.configure_cpu_dispatch()
+import jax
 import jax.numpy as jnp
 jnp.ones(4).sum().block_until_ready()  # XLA accepted the flags
 print(json.dumps({k: os.environ.get(k) for k in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
-                 | {'argv': sys.argv[1:], 'added': added}))
+                 | {'argv': sys.argv[1:], 'added': added, 'inline': inline,
+                    'async': jax.config.read('jax_cpu_enable_async_dispatch')}))
 """
 
 
@@ -118,8 +121,9 @@ def test_reexec_once_for_the_allocator_then_flags_by_dtype(tmp_path):
     assert seen["added"] == ([runtime.YNN_FLAG] if list(knows.values()) == [True] else []) + [
         runtime.TREE_REDUCTION_FLAG]
     assert (seen["XLA_FLAGS"] or "") == " ".join(seen["added"])
+    assert seen["inline"] and not seen["async"]
     bf16, _ = run_script(tmp_path, "bfloat16")
-    assert bf16["added"] == [] and bf16["XLA_FLAGS"] is None
+    assert bf16["added"] == [] and bf16["XLA_FLAGS"] is None and bf16["inline"]
 
 
 @pytest.mark.slow
@@ -134,22 +138,25 @@ def test_user_flags_win_and_a_started_backend_is_left_alone(tmp_path):
     assert seen["XLA_FLAGS"].startswith(user) and seen["XLA_FLAGS"].count("disable_hlo") == 1
     late, _ = run_script(tmp_path, "float32", "started")
     assert late["added"] == [] and late["XLA_FLAGS"] is None
+    assert not late["inline"] and late["async"]  # the CPU client already queues
 
 
 def test_opt_out(tmp_path):
     seen, stderr = run_script(tmp_path, CLINICAL_T5X_NO_REEXEC="1")
     assert seen["GLIBC_TUNABLES"] is None and seen["XLA_FLAGS"] is None
     assert seen["added"] == [] and "re-executing" not in stderr
+    assert not seen["inline"] and seen["async"]
 
 
 def test_never_changes_the_pytest_process():
     before = dict(os.environ)
     assert runtime.configure_cpu_runtime() is False
     assert runtime.configure_xla_flags("float32") == []
+    assert runtime.configure_cpu_dispatch() is False
     assert dict(os.environ) == before
 
 
-STEPS_SCRIPT = """import json, sys
+STEPS_SCRIPT = """import json
 import numpy as np
 from clinical_t5x.train import runtime
 inline = runtime.configure_cpu_dispatch()
@@ -164,13 +171,14 @@ jitted = steps.make_train_step(model, optimizer, partitioner).jitted
 tokens = np.random.default_rng(0).integers(2, 1024, (16, 320)).astype(np.int32)
 batch = partitioning.global_batch_from_local({
     "encoder_input_tokens": tokens[:, :256], "decoder_target_tokens": tokens[:, 256:],
-    "decoder_input_tokens": tokens[:, 255:-1], "decoder_loss_weights": np.ones((16, 64), np.float32),
-}, partitioner.data_sharding)
+    "decoder_input_tokens": tokens[:, 255:-1],
+    "decoder_loss_weights": np.ones((16, 64), np.float32)}, partitioner.data_sharding)
 rng = jax.random.PRNGKey(1)
 train_step = jitted.lower(state, batch, rng).compile()
 temp = train_step.memory_analysis().temp_size_in_bytes
 def peak():
-    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    lines = open("/proc/self/status").read().splitlines()
+    return next(int(line.split()[1]) * 1024 for line in lines if line.startswith("VmHWM"))
 state, metrics = train_step(state, batch, rng)
 jax.block_until_ready(metrics)
 before = peak()

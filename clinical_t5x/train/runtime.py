@@ -248,11 +248,14 @@ def configure_cpu_dispatch() -> bool:
 
 
 def inline_cpu_dispatch() -> bool:
-    """Set `jax_cpu_enable_async_dispatch=False` if JAX's backend has not started yet (else log
-    why not and return False). The benchmark's "tuned" workers call this directly."""
+    """Set `jax_cpu_enable_async_dispatch=False` unless JAX's backend has already started
+    queueing (then log why not and return False). The benchmark's "tuned" workers call this
+    directly."""
     import jax
     from jax._src import xla_bridge
 
+    if not jax.config.read("jax_cpu_enable_async_dispatch"):
+        return True  # already inline (a second run in the same process)
     if xla_bridge.backends_are_initialized():
         log.info("JAX CPU dispatch left asynchronous: the JAX backend has already started")
         return False
