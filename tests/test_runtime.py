@@ -100,14 +100,20 @@ print(json.dumps({k: os.environ.get(k) for k in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
 """
 
 
-def run_script(tmp_path, dtype="float32", backend="not-started", **env_overrides):
+def run_python(tmp_path, script, *args, **env_overrides):
+    """`script` in a fresh CPU process without any runtime setting of ours in its environment
+    but `env_overrides`: its last stdout line as JSON, and its stderr."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("XLA_FLAGS", "GLIBC_TUNABLES", "JAX_PLATFORMS",
                         runtime.OPT_OUT_ENV, "CLINICAL_T5X_RUNTIME_CONFIGURED")}
     env.update(CLINICAL_T5X_CACHE=str(tmp_path), JAX_PLATFORMS="cpu", **env_overrides)
-    out = subprocess.run([sys.executable, "-c", SCRIPT, dtype, backend], env=env,
+    out = subprocess.run([sys.executable, "-c", script, *args], env=env,
                          capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+def run_script(tmp_path, dtype="float32", backend="not-started", **env_overrides):
+    return run_python(tmp_path, SCRIPT, dtype, backend, **env_overrides)
 
 
 @pytest.mark.slow
@@ -190,13 +196,8 @@ print(json.dumps({"inline": inline, "temp": temp, "growth": peak() - before}))
 
 
 def run_steps(tmp_path, **env_overrides):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("XLA_FLAGS", "JAX_PLATFORMS", runtime.OPT_OUT_ENV)}
-    env.update(CLINICAL_T5X_CACHE=str(tmp_path), JAX_PLATFORMS="cpu",
-               GLIBC_TUNABLES=runtime.GLIBC_TUNABLES, **env_overrides)
-    out = subprocess.run([sys.executable, "-c", STEPS_SCRIPT], env=env, capture_output=True,
-                         text=True, check=True, timeout=300)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_python(tmp_path, STEPS_SCRIPT, GLIBC_TUNABLES=runtime.GLIBC_TUNABLES,
+                      **env_overrides)[0]
 
 
 @pytest.mark.slow
