@@ -154,6 +154,72 @@ def test_project_backward_equals_autodiff_of_the_product():
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-4)
 
 
+# Every product the network computes in the activation dtype, with operand shapes.
+PRODUCTS = {"ble,ehd->bhld": ((2, 5, EMB), (EMB, HEADS, HEAD_DIM)),
+            "bhqd,bhkd->bhqk": ((2, HEADS, 5, HEAD_DIM), (2, HEADS, 7, HEAD_DIM)),
+            "bhqk,bhkd->bhqd": ((2, HEADS, 5, 7), (2, HEADS, 7, HEAD_DIM)),
+            "bhqd,hde->bqe": ((2, HEADS, 5, HEAD_DIM), (HEADS, HEAD_DIM, EMB)),
+            "td,tf->df": ((10, EMB), (10, MLP))}
+
+
+def _bf16_operands(shapes, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(shapes))
+    return [jax.random.normal(key, shape).astype(jnp.bfloat16) for key, shape in zip(keys, shapes)]
+
+
+@pytest.mark.parametrize("spec", sorted(PRODUCTS))
+def test_bf16_product_and_its_gradients_equal_the_float32_einsum(spec):
+    """`network.product` of bfloat16 operands (on CPU: float32 results of re-laid-out operands,
+    with a hand-written backward) gives the einsum of the same values and its gradients, to
+    bfloat16 rounding of the result."""
+    a, b = _bf16_operands(PRODUCTS[spec][:2])
+    out = network.product(spec, a, b)
+    cotangent = _bf16_operands([out.shape], seed=1)[0]
+
+    def loss(product, a, b):
+        return jnp.sum(product(spec, a, b).astype(jnp.float32) * cotangent.astype(jnp.float32))
+
+    want = jnp.einsum(spec, a.astype(jnp.float32), b.astype(jnp.float32))
+    assert out.dtype == jnp.bfloat16 and out.shape == want.shape
+    np.testing.assert_allclose(out.astype(jnp.float32), want, rtol=1e-2, atol=1e-2)
+    got = jax.jit(jax.grad(functools.partial(loss, network.product), argnums=(0, 1)))(a, b)
+    wanted = jax.grad(functools.partial(loss, jnp.einsum), argnums=(0, 1))(
+        a.astype(jnp.float32), b.astype(jnp.float32))
+    for g, w, operand in zip(got, wanted, (a, b)):
+        assert g.dtype == jnp.bfloat16 and g.shape == operand.shape
+        np.testing.assert_allclose(g.astype(jnp.float32), w, rtol=2e-2, atol=2e-2)
+
+
+def _dot_operand_types(hlo: str) -> list[str]:
+    """The element types of every dot's operands in compiled HLO text, e.g. ["bf16,bf16"]."""
+    types = []
+    for computation in hlo.split("\n\n"):
+        shapes = dict(re.findall(r"%(\S+) = (\w+)\[", computation))
+        for lhs, rhs in re.findall(r" dot\(%([^,]+), %([^)]+)\)", computation):
+            types.append(f"{shapes[lhs]},{shapes[rhs]}")
+    return types
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA CPU's dot kernels")
+@pytest.mark.parametrize("spec", sorted(PRODUCTS))
+def test_bf16_products_stay_bf16_in_xla_cpu(spec):
+    """Forward and backward, XLA CPU keeps every bf16 product's operands in bfloat16, which it
+    only does for the layouts its fast dot kernels take; a plain einsum of the same spec has
+    products it computes in float32 (the reason `product` exists)."""
+    a, b = _bf16_operands(PRODUCTS[spec][:2])
+
+    def compiled_dots(product):
+        def loss(a, b):
+            return jnp.sum(product(spec, a, b).astype(jnp.float32) ** 2)
+        return _dot_operand_types(jax.jit(jax.grad(loss, argnums=(0, 1))).lower(a, b)
+                                  .compile().as_text())
+
+    dots = compiled_dots(network.product)
+    assert len(dots) == 3 and set(dots) == {"bf16,bf16"}, dots
+    if spec != "ble,ehd->bhld":  # its plain einsum happens to be laid out for the kernels
+        assert "f32,f32" in compiled_dots(jnp.einsum)
+
+
 @pytest.mark.parametrize("bias_shape", [(1, HEADS, 4, 5), (2, 1, 4, 5), (1, 1, 1, 5)])
 def test_broadcast_gradients_equal_autodiff(bias_shape):
     """`add_bias` and `scale_features` (their broadcast gradients summed by `sum_leading`, a

@@ -91,11 +91,86 @@ class Dense(nn.Module):
         return project(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
+def _einsum(spec: str, a: Array, b: Array) -> Array:
+    """`jnp.einsum(spec, a, b)` for two operands of one dtype, returned in that dtype. On CPU
+    bfloat16 operands go to `_bf16_cpu_einsum`; other backends accumulate in float32 either
+    way."""
+    if a.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return _bf16_cpu_einsum(spec, a, b)
+    return jnp.einsum(spec, a, b)
+
+
+def _bf16_cpu_einsum(spec: str, a: Array, b: Array) -> Array:
+    """A bfloat16 einsum as XLA CPU's fast bf16 dot kernels (YNNPACK, AMX where the CPU has it)
+    take it: float32 results, rounded afterwards, and both operands and the result laid out
+    row-major as [batch.., m.., k..] x [batch.., k.., n..] -> [batch.., m.., n..]. Any other
+    dot XLA computes in float32, 5-8 times slower than the fast kernels on two Xeon cores
+    with AMX (docs/performance.md). Every index of `spec` must appear in two of its three
+    terms (no index summed within one operand)."""
+    inputs, out = spec.split("->")
+    a_axes, b_axes = inputs.split(",")
+    batch = [i for i in out if i in a_axes and i in b_axes]
+    m = [i for i in out if i in a_axes and i not in b_axes]
+    n = [i for i in out if i in b_axes and i not in a_axes]
+    k = [i for i in a_axes if i in b_axes and i not in out]
+    lhs = _row_major_transpose(a, [a_axes.index(i) for i in batch + m + k])
+    rhs = _row_major_transpose(b, [b_axes.index(i) for i in batch + k + n])
+    nb, nk = len(batch), len(k)
+    dims = ((tuple(range(nb + len(m), lhs.ndim)), tuple(range(nb, nb + nk))),
+            (tuple(range(nb)), tuple(range(nb))))
+    product_ = jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
+    natural = batch + m + n
+    return _row_major_transpose(product_, [natural.index(i) for i in out]).astype(a.dtype)
+
+
+def _row_major_transpose(x: Array, perm: Sequence[int]) -> Array:
+    """`x.transpose(perm)` as a row-major array. A transpose reaches XLA's CPU pipeline as a
+    view with a permuted layout, which the bf16 dot kernels reject; transposing with a unit
+    axis added and dropping it again gives a plain row-major copy."""
+    perm = list(perm)
+    if perm == list(range(x.ndim)):
+        return x
+    shape = [x.shape[i] for i in perm]
+    return x[..., None].transpose([x.ndim, *perm]).reshape(shape)
+
+
+def product(spec: str, a: Array, b: Array) -> Array:
+    """`jnp.einsum(spec, a, b)`, differentiable; bfloat16 on CPU as `_bf16_cpu_product`."""
+    if a.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return _bf16_cpu_product(spec, a, b)
+    return jnp.einsum(spec, a, b)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _bf16_cpu_product(spec: str, a: Array, b: Array) -> Array:
+    """`_bf16_cpu_einsum` with a backward pass of `_bf16_cpu_einsum`s too: left to autodiff,
+    the backward products take the float32 cotangent of the forward product's float32 result
+    and run in float32."""
+    return _bf16_cpu_einsum(spec, a, b)
+
+
+def _bf16_cpu_product_fwd(spec: str, a: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _bf16_cpu_einsum(spec, a, b), (a, b)
+
+
+def _bf16_cpu_product_bwd(spec: str, residuals: tuple[Array, Array],
+                          grad: Array) -> tuple[Array, Array]:
+    a, b = residuals
+    inputs, out = spec.split("->")
+    a_axes, b_axes = inputs.split(",")
+    return (_bf16_cpu_einsum(f"{out},{b_axes}->{a_axes}", grad, b),
+            _bf16_cpu_einsum(f"{a_axes},{out}->{b_axes}", a, grad))
+
+
+_bf16_cpu_product.defvjp(_bf16_cpu_product_fwd, _bf16_cpu_product_bwd)
+
+
 @jax.custom_vjp
 def project(x: Array, kernel: Array) -> Array:
     """`x @ kernel` over the last axis, with a backward pass laid out for XLA CPU
     (`_project_bwd`)."""
-    return jnp.einsum("...d,df->...f", x, kernel)
+    rows = x.reshape(-1, x.shape[-1])
+    return _einsum("td,df->tf", rows, kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 def _project_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -111,11 +186,11 @@ def _project_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Ar
     either layout natively, so they get autodiff's form."""
     x, kernel = residuals
     rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
-    if jax.default_backend() == "cpu":
-        kernel_grad = jnp.dot(jax.lax.optimization_barrier(rows.T), grad_rows)
+    if jax.default_backend() == "cpu" and rows.dtype != jnp.bfloat16:
+        kernel_grad = _einsum("dt,tf->df", jax.lax.optimization_barrier(rows.T), grad_rows)
     else:
-        kernel_grad = jnp.einsum("td,tf->df", rows, grad_rows)
-    return jnp.einsum("...f,df->...d", grad, kernel), kernel_grad
+        kernel_grad = _einsum("td,tf->df", rows, grad_rows)
+    return _einsum("tf,df->td", grad_rows, kernel).reshape(x.shape), kernel_grad
 
 
 project.defvjp(_project_fwd, _project_bwd)
@@ -270,7 +345,7 @@ def project_heads(x: Array, kernel: Array, cfg: T5Config) -> Array:
     splitting heads after the projection, docs/performance.md)."""
     dtype = cfg.activation_dtype
     k = kernel.astype(dtype).reshape(x.shape[-1], cfg.num_heads, cfg.head_dim)
-    return jnp.einsum("ble,ehd->bhld", x.astype(dtype), k)
+    return product("ble,ehd->bhld", x.astype(dtype), k)
 
 
 @jax.custom_vjp
@@ -278,7 +353,7 @@ def attention_logits(q: Array, k: Array) -> Array:
     """q.k per head: [batch, heads, q_len, head_dim] by [batch, heads, k_len, head_dim] to
     [batch, heads, q_len, k_len], with a backward laid out for XLA CPU
     (`_attention_logits_bwd`)."""
-    return jnp.einsum("bhqd,bhkd->bhqk", q, k)
+    return _einsum("bhqd,bhkd->bhqk", q, k)
 
 
 def _attention_logits_fwd(q: Array, k: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -292,12 +367,12 @@ def _attention_logits_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[
     and the transposed form to the YNN dot kernels (3-4% less time per "small" train step,
     docs/performance.md). Other backends contract either layout natively."""
     q, k = residuals
-    query_grad = jnp.einsum("bhqk,bhkd->bhqd", grad, k)
+    query_grad = _einsum("bhqk,bhkd->bhqd", grad, k)
     if jax.default_backend() == "cpu":
         # The barrier keeps XLA from folding the transpose back into the product.
-        key_grad_t = jax.lax.optimization_barrier(jnp.einsum("bhqd,bhqk->bhdk", q, grad))
+        key_grad_t = jax.lax.optimization_barrier(_einsum("bhqd,bhqk->bhdk", q, grad))
         return query_grad, jnp.swapaxes(key_grad_t, -1, -2)
-    return query_grad, jnp.einsum("bhqk,bhqd->bhkd", grad, q)
+    return query_grad, _einsum("bhqk,bhqd->bhkd", grad, q)
 
 
 attention_logits.defvjp(_attention_logits_fwd, _attention_logits_bwd)
@@ -355,7 +430,7 @@ def attend(q: Array, k: Array, v: Array, biases: Sequence[Array], cfg: T5Config,
     if keep is not None:
         unnormalised = unnormalised * keep.astype(unnormalised.dtype)
     dtype = cfg.activation_dtype
-    out = jnp.einsum("bhqk,bhkd->bhqd", unnormalised.astype(dtype), v)
+    out = product("bhqk,bhkd->bhqd", unnormalised.astype(dtype), v)
     return out / total.astype(dtype)
 
 
@@ -363,8 +438,8 @@ def merge_heads(out: Array, kernel: Array, cfg: T5Config) -> Array:
     """The attended values [batch, heads, q_len, head_dim] through the output kernel
     [heads*head_dim, emb], contracting heads and head_dim together: [batch, q_len, emb]."""
     dtype = cfg.activation_dtype
-    return jnp.einsum("bhqd,hde->bqe", out,
-                      kernel.astype(dtype).reshape(cfg.num_heads, cfg.head_dim, -1))
+    return product("bhqd,hde->bqe", out,
+                   kernel.astype(dtype).reshape(cfg.num_heads, cfg.head_dim, -1))
 
 
 class MultiHeadAttention(nn.Module):
