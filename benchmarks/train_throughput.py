@@ -388,8 +388,10 @@ def _xla_result(args: argparse.Namespace, device, config, params) -> dict:
                   config, cfg.inputs_length, cfg.targets_length),
               "xla_flags": os.environ.get("XLA_FLAGS", "")}
     if device.platform == "cpu":
+        # float32 results: XLA CPU's fast bf16 kernels (AMX) produce only those, and the
+        # built-in network's bf16 products use them (network._bf16_cpu_einsum).
         a = jnp.ones((1024, 1024), args.worker_dtype)
-        matmul = jax.jit(jnp.matmul)
+        matmul = jax.jit(functools.partial(jnp.matmul, preferred_element_type=jnp.float32))
         result["matmul_tflops"] = best_rate(lambda: matmul(a, a), jax.block_until_ready,
                                             2 * 1024 ** 3)
         return result
@@ -410,6 +412,10 @@ def torch_worker(args: argparse.Namespace, compiled: bool) -> Engine:
     torch.set_num_threads(args.threads)
     cfg = configs.SIZES[args.size]
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and args.worker_settings == "tuned":
+        # Subnormal floats flushed to zero, as XLA's CPU threads do: without it PyTorch's
+        # float32 "small" step took 19 s instead of 5 on an Intel Xeon (docs/performance.md).
+        torch.set_flush_denormal(True)
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # as XLA's default on GPU
         torch.backends.cudnn.allow_tf32 = True
