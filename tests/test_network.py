@@ -220,6 +220,36 @@ def test_bf16_products_stay_bf16_in_xla_cpu(spec):
         assert "f32,f32" in compiled_dots(jnp.einsum)
 
 
+def test_bf16_head_logits_are_float32_products_of_bf16_operands():
+    """With bf16 activations the output head's logits are float32; on CPU they are the float32
+    products of the bf16-rounded kernel (y is already bf16), as a TPU computes t5x's float32
+    head at default precision, with gradients of the float32 head's to bf16 rounding, and
+    every product of the head, forward and backward, stays bf16 in XLA CPU."""
+    cfg = tiny_config(dtype="bfloat16")
+    y = _bf16_operands([(2, 5, EMB)])[0]
+    kernel = jax.random.normal(jax.random.PRNGKey(2), (EMB, VOCAB))
+    cotangent = jax.random.normal(jax.random.PRNGKey(3), (2, 5, VOCAB))
+
+    def loss(head, y, kernel):
+        return jnp.sum(head(y, kernel) * cotangent)
+
+    ours = lambda y, kernel: network.head_logits(y, kernel, cfg)  # noqa: E731
+    rounded = lambda y, kernel: y.astype(jnp.float32) @ kernel.astype(  # noqa: E731
+        jnp.bfloat16).astype(jnp.float32)
+    logits = ours(y, kernel)
+    assert logits.dtype == jnp.float32 and logits.shape == (2, 5, VOCAB)
+    want = rounded(y, kernel) if jax.default_backend() == "cpu" else y.astype(jnp.float32) @ kernel
+    np.testing.assert_allclose(logits, want, rtol=1e-5, atol=1e-5)
+    got = jax.jit(jax.grad(functools.partial(loss, ours), argnums=(0, 1)))(y, kernel)
+    wanted = jax.grad(functools.partial(loss, rounded), argnums=(0, 1))(y, kernel)
+    for g, w in zip(got, wanted):
+        np.testing.assert_allclose(np.asarray(g, np.float32), w, rtol=2e-2, atol=5e-2)
+    if jax.default_backend() == "cpu":
+        hlo = jax.jit(jax.grad(functools.partial(loss, ours), argnums=(0, 1))).lower(
+            y, kernel).compile().as_text()
+        assert set(_dot_operand_types(hlo)) == {"bf16,bf16"}
+
+
 @pytest.mark.parametrize("bias_shape", [(1, HEADS, 4, 5), (2, 1, 4, 5), (1, 1, 1, 5)])
 def test_broadcast_gradients_equal_autodiff(bias_shape):
     """`add_bias` and `scale_features` (their broadcast gradients summed by `sum_leading`, a

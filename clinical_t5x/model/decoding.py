@@ -77,8 +77,7 @@ def _output_logits(cfg: network.T5Config, params: dict, y: Array) -> Array:
         embedding = params["token_embedder"]["embedding"]
         return jnp.einsum("...d,vd->...v", y.astype(jnp.float32), embedding) / np.sqrt(
             y.shape[-1])
-    kernel = params["decoder"]["logits_dense"]["kernel"]
-    return network.project(y.astype(jnp.float32), kernel.astype(jnp.float32))
+    return network.head_logits(y, params["decoder"]["logits_dense"]["kernel"], cfg)
 
 
 # XLA CPU's YNN dot kernels pack the weight matrix on every call; a decoding step multiplies a

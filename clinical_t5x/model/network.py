@@ -100,13 +100,14 @@ def _einsum(spec: str, a: Array, b: Array) -> Array:
     return jnp.einsum(spec, a, b)
 
 
-def _bf16_cpu_einsum(spec: str, a: Array, b: Array) -> Array:
+def _bf16_cpu_einsum(spec: str, a: Array, b: Array, result_dtype: Any = None) -> Array:
     """A bfloat16 einsum as XLA CPU's fast bf16 dot kernels (YNNPACK, AMX where the CPU has it)
     take it: float32 results, rounded afterwards, and both operands and the result laid out
     row-major as [batch.., m.., k..] x [batch.., k.., n..] -> [batch.., m.., n..]. Any other
     dot XLA computes in float32, 5-8 times slower than the fast kernels on two Xeon cores
     with AMX (docs/performance.md). Every index of `spec` must appear in two of its three
-    terms (no index summed within one operand)."""
+    terms (no index summed within one operand). The result is rounded to `result_dtype`
+    (default: the operands' dtype)."""
     inputs, out = spec.split("->")
     a_axes, b_axes = inputs.split(",")
     batch = [i for i in out if i in a_axes and i in b_axes]
@@ -120,7 +121,8 @@ def _bf16_cpu_einsum(spec: str, a: Array, b: Array) -> Array:
             (tuple(range(nb)), tuple(range(nb))))
     product_ = jax.lax.dot_general(lhs, rhs, dims, preferred_element_type=jnp.float32)
     natural = batch + m + n
-    return _row_major_transpose(product_, [natural.index(i) for i in out]).astype(a.dtype)
+    result = _row_major_transpose(product_, [natural.index(i) for i in out])
+    return result.astype(result_dtype or a.dtype)
 
 
 def _row_major_transpose(x: Array, perm: Sequence[int]) -> Array:
@@ -134,28 +136,31 @@ def _row_major_transpose(x: Array, perm: Sequence[int]) -> Array:
     return x[..., None].transpose([x.ndim, *perm]).reshape(shape)
 
 
-def product(spec: str, a: Array, b: Array) -> Array:
-    """`jnp.einsum(spec, a, b)`, differentiable; bfloat16 on CPU as `_bf16_cpu_product`."""
+def product(spec: str, a: Array, b: Array, result_dtype: Any = None) -> Array:
+    """`jnp.einsum(spec, a, b)` of two operands of one dtype, differentiable, with its result in
+    `result_dtype` (default: the operands' dtype); bfloat16 on CPU as `_bf16_cpu_product`."""
     if a.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        return _bf16_cpu_product(spec, a, b)
-    return jnp.einsum(spec, a, b)
+        return _bf16_cpu_product(spec, result_dtype, a, b)
+    return jnp.einsum(spec, a, b, preferred_element_type=result_dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _bf16_cpu_product(spec: str, a: Array, b: Array) -> Array:
-    """`_bf16_cpu_einsum` with a backward pass of `_bf16_cpu_einsum`s too: left to autodiff,
-    the backward products take the float32 cotangent of the forward product's float32 result
-    and run in float32."""
-    return _bf16_cpu_einsum(spec, a, b)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _bf16_cpu_product(spec: str, result_dtype: Any, a: Array, b: Array) -> Array:
+    """`_bf16_cpu_einsum` with a backward pass of `_bf16_cpu_einsum`s too, over the cotangent
+    rounded to bfloat16: left to autodiff, the backward products take the float32 cotangent of
+    the forward product's float32 result and run in float32."""
+    return _bf16_cpu_einsum(spec, a, b, result_dtype)
 
 
-def _bf16_cpu_product_fwd(spec: str, a: Array, b: Array) -> tuple[Array, tuple[Array, Array]]:
-    return _bf16_cpu_einsum(spec, a, b), (a, b)
+def _bf16_cpu_product_fwd(spec: str, result_dtype: Any, a: Array,
+                          b: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _bf16_cpu_einsum(spec, a, b, result_dtype), (a, b)
 
 
-def _bf16_cpu_product_bwd(spec: str, residuals: tuple[Array, Array],
+def _bf16_cpu_product_bwd(spec: str, result_dtype: Any, residuals: tuple[Array, Array],
                           grad: Array) -> tuple[Array, Array]:
     a, b = residuals
+    grad = grad.astype(a.dtype)
     inputs, out = spec.split("->")
     a_axes, b_axes = inputs.split(",")
     return (_bf16_cpu_einsum(f"{out},{b_axes}->{a_axes}", grad, b),
@@ -323,6 +328,20 @@ class RelativePositionBiases(nn.Module):
         buckets = relative_position_bucket(
             np.arange(klen)[None, :] - np.arange(qlen)[:, None], bidirectional)
         return _lookup_buckets(table.astype(self.dtype), jnp.asarray(buckets))[None]
+
+
+def head_logits(y: Array, kernel: Array, cfg: T5Config) -> Array:
+    """The output head `logits_dense`: float32 logits [..., vocab] of the decoder's output y
+    [..., emb], as t5x's float32 DenseGeneral. With bfloat16 activations on CPU, bf16 operands
+    (the kernel rounded, y already bf16) multiplied into float32, the precision a TPU gives
+    t5x's float32 head at its default matmul precision (one bf16 pass): XLA CPU's float32
+    products of "small"'s [tokens, 512] x [512, 32128] head took 13% of the bf16 train step's
+    CPU time on an AMX Xeon (docs/performance.md)."""
+    if cfg.activation_dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        rows = y.reshape(-1, y.shape[-1]).astype(jnp.bfloat16)
+        logits = product("td,dv->tv", rows, kernel.astype(jnp.bfloat16), jnp.float32)
+        return logits.reshape(*y.shape[:-1], kernel.shape[-1])
+    return project(y.astype(jnp.float32), kernel.astype(jnp.float32))
 
 
 class Kernel(nn.Module):
@@ -616,8 +635,9 @@ class Decoder(nn.Module):
         if cfg.logits_via_embedding:
             logits = self.shared_embedding.attend(y) / np.sqrt(y.shape[-1])
         else:
-            logits = Dense(cfg.vocab_size, ("embed", "vocab"), jnp.float32,
-                           name="logits_dense")(y)
+            kernel = Kernel((y.shape[-1], cfg.vocab_size), ("embed", "vocab"),
+                            name="logits_dense")()
+            logits = head_logits(y, kernel, cfg)
         return _constrain(logits, ("batch", "length", "vocab"))
 
 
