@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
+import gin
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
@@ -176,6 +177,22 @@ def test_export_equals_jax_model(tmp_path, vocab_dir, clinical_vocab, flavour, l
                                use_cache=dims.num_layers == dims.num_decoder_layers).numpy()[:, 1:]
     hf_tokens = np.pad(hf_tokens, ((0, 0), (0, 5 - hf_tokens.shape[1])))
     np.testing.assert_array_equal(hf_tokens, jax_tokens)
+
+
+def test_network_config_ignores_gin_bindings_left_by_training():
+    """The demo trains (gin binds bf16 activations where the CPU has a bf16 unit), then runs
+    the checkpoint through `network_config` to compare its logits with the float32 export:
+    those bindings must not apply (they made the demo report a 4.5e-2 logit difference)."""
+    dims = hf.Dims(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_heads=2, num_layers=1,
+                   num_decoder_layers=1, num_buckets=32, gated=True, tied=False)
+    want = hf.network_config(dims)
+    gin.parse_config(["network.T5Config.dtype = 'bfloat16'", "network.T5Config.remat = True",
+                      "network.T5Config.float32_attention_logits = True"])
+    try:
+        got = hf.network_config(dims)
+    finally:
+        gin.clear_config()
+    assert got == want and got.dtype == "float32" and not got.remat
 
 
 def test_export_folder_contents(tmp_path, vocab_dir, clinical_vocab):

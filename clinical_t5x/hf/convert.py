@@ -117,11 +117,14 @@ def dims_from_t5x(shapes: Mapping[str, tuple[tuple[int, ...], Any]]) -> Dims:
 
 
 def network_config(dims: Dims) -> Any:
-    """The `network.T5Config` (dropout off) of a checkpoint's sizes: what running a checkpoint
-    needs when its gin is not at hand (fill-in checks, `clinical-t5x audit`)."""
+    """The `network.T5Config` (dropout off, float32 activations) of a checkpoint's sizes: what
+    running a checkpoint needs when its gin is not at hand (fill-in checks, `clinical-t5x
+    audit`). Every field is given, so that gin bindings left in the process by a training run
+    (the demo trains, then compares the export's float32 logits with these) do not apply."""
     from clinical_t5x.model import network  # JAX: only for callers that run the model
 
     return network.T5Config(
+        dtype="float32", float32_attention_logits=False, remat=False,
         vocab_size=dims.vocab_size, emb_dim=dims.d_model, num_heads=dims.num_heads,
         num_encoder_layers=dims.num_layers, num_decoder_layers=dims.num_decoder_layers,
         head_dim=dims.d_kv, mlp_dim=dims.d_ff,
