@@ -91,15 +91,6 @@ class Dense(nn.Module):
         return project(x.astype(self.dtype), kernel.astype(self.dtype))
 
 
-def _einsum(spec: str, a: Array, b: Array) -> Array:
-    """`jnp.einsum(spec, a, b)` for two operands of one dtype, returned in that dtype. On CPU
-    bfloat16 operands go to `_bf16_cpu_einsum`; other backends accumulate in float32 either
-    way."""
-    if a.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        return _bf16_cpu_einsum(spec, a, b)
-    return jnp.einsum(spec, a, b)
-
-
 def _bf16_cpu_einsum(spec: str, a: Array, b: Array, result_dtype: Any = None) -> Array:
     """A bfloat16 einsum as XLA CPU's fast bf16 dot kernels (YNNPACK, AMX where the CPU has it)
     take it: float32 results, rounded afterwards, and both operands and the result laid out
@@ -108,8 +99,7 @@ def _bf16_cpu_einsum(spec: str, a: Array, b: Array, result_dtype: Any = None) ->
     with AMX (docs/performance.md). Every index of `spec` must appear in two of its three
     terms (no index summed within one operand). The result is rounded to `result_dtype`
     (default: the operands' dtype)."""
-    inputs, out = spec.split("->")
-    a_axes, b_axes = inputs.split(",")
+    a_axes, b_axes, out = _spec_terms(spec)
     batch = [i for i in out if i in a_axes and i in b_axes]
     m = [i for i in out if i in a_axes and i not in b_axes]
     n = [i for i in out if i in b_axes and i not in a_axes]
@@ -123,6 +113,13 @@ def _bf16_cpu_einsum(spec: str, a: Array, b: Array, result_dtype: Any = None) ->
     natural = batch + m + n
     result = _row_major_transpose(product_, [natural.index(i) for i in out])
     return result.astype(result_dtype or a.dtype)
+
+
+def _spec_terms(spec: str) -> tuple[str, str, str]:
+    """"ab,bc->ac" -> ("ab", "bc", "ac")."""
+    inputs, out = spec.split("->")
+    a_axes, b_axes = inputs.split(",")
+    return a_axes, b_axes, out
 
 
 def _row_major_transpose(x: Array, perm: Sequence[int]) -> Array:
@@ -161,8 +158,7 @@ def _bf16_cpu_product_bwd(spec: str, result_dtype: Any, residuals: tuple[Array, 
                           grad: Array) -> tuple[Array, Array]:
     a, b = residuals
     grad = grad.astype(a.dtype)
-    inputs, out = spec.split("->")
-    a_axes, b_axes = inputs.split(",")
+    a_axes, b_axes, out = _spec_terms(spec)
     return (_bf16_cpu_einsum(f"{out},{b_axes}->{a_axes}", grad, b),
             _bf16_cpu_einsum(f"{a_axes},{out}->{b_axes}", a, grad))
 
@@ -175,7 +171,7 @@ def project(x: Array, kernel: Array) -> Array:
     """`x @ kernel` over the last axis, with a backward pass laid out for XLA CPU
     (`_project_bwd`)."""
     rows = x.reshape(-1, x.shape[-1])
-    return _einsum("td,df->tf", rows, kernel).reshape(*x.shape[:-1], kernel.shape[-1])
+    return product("td,df->tf", rows, kernel).reshape(*x.shape[:-1], kernel.shape[-1])
 
 
 def _project_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -188,14 +184,15 @@ def _project_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Ar
     operand (the gradient, e.g. [tokens, vocab] for the output head) into transposed layout
     and hands the product to Eigen; a plain product over a transposed copy of the smaller
     input goes to the faster YNN dot kernels (docs/performance.md). Other backends contract
-    either layout natively, so they get autodiff's form."""
+    either layout natively, and bfloat16 on CPU is laid out by `_bf16_cpu_einsum`, so they get
+    autodiff's form."""
     x, kernel = residuals
     rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
     if jax.default_backend() == "cpu" and rows.dtype != jnp.bfloat16:
-        kernel_grad = _einsum("dt,tf->df", jax.lax.optimization_barrier(rows.T), grad_rows)
+        kernel_grad = product("dt,tf->df", jax.lax.optimization_barrier(rows.T), grad_rows)
     else:
-        kernel_grad = _einsum("td,tf->df", rows, grad_rows)
-    return _einsum("tf,df->td", grad_rows, kernel).reshape(x.shape), kernel_grad
+        kernel_grad = product("td,tf->df", rows, grad_rows)
+    return product("tf,df->td", grad_rows, kernel).reshape(x.shape), kernel_grad
 
 
 project.defvjp(_project_fwd, _project_bwd)
@@ -372,7 +369,7 @@ def attention_logits(q: Array, k: Array) -> Array:
     """q.k per head: [batch, heads, q_len, head_dim] by [batch, heads, k_len, head_dim] to
     [batch, heads, q_len, k_len], with a backward laid out for XLA CPU
     (`_attention_logits_bwd`)."""
-    return _einsum("bhqd,bhkd->bhqk", q, k)
+    return product("bhqd,bhkd->bhqk", q, k)
 
 
 def _attention_logits_fwd(q: Array, k: Array) -> tuple[Array, tuple[Array, Array]]:
@@ -386,12 +383,12 @@ def _attention_logits_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[
     and the transposed form to the YNN dot kernels (3-4% less time per "small" train step,
     docs/performance.md). Other backends contract either layout natively."""
     q, k = residuals
-    query_grad = _einsum("bhqk,bhkd->bhqd", grad, k)
+    query_grad = product("bhqk,bhkd->bhqd", grad, k)
     if jax.default_backend() == "cpu":
         # The barrier keeps XLA from folding the transpose back into the product.
-        key_grad_t = jax.lax.optimization_barrier(_einsum("bhqd,bhqk->bhdk", q, grad))
+        key_grad_t = jax.lax.optimization_barrier(product("bhqd,bhqk->bhdk", q, grad))
         return query_grad, jnp.swapaxes(key_grad_t, -1, -2)
-    return query_grad, _einsum("bhqk,bhqd->bhkd", grad, q)
+    return query_grad, product("bhqk,bhqd->bhkd", grad, q)
 
 
 attention_logits.defvjp(_attention_logits_fwd, _attention_logits_bwd)

@@ -15,11 +15,11 @@ measurements and the CPU models).
 `--xla_disable_hlo_passes=tree_reduction_rewriter` keeps XLA from splitting every long
 reduction (Adafactor's parameter RMS, the layer norms' sums) into chains of small
 reduce-window ops: 4-5% less time per float32 train step on "tiny" and "small"; the sums stay
-in float32. Both are float32-only: with bfloat16 activations the YNN flag slows the dots (above)
-and the tree-reduction flag measured no faster (0.95 of the speed without it, within the noise). So the flags are chosen by the activation dtype,
-which is only known once gin is parsed: XLA reads XLA_FLAGS when its backend starts, not at
-process start, so `configure_xla_flags` sets them in-process, before the first computation,
-without a re-exec.
+in float32. Both are float32-only: with bfloat16 activations the YNN flag slows the dots
+(above) and the tree-reduction flag measured no faster (0.95 of the speed without it, within
+the noise). So the flags are chosen by the activation dtype, which is only known once gin is
+parsed: XLA reads XLA_FLAGS when its backend starts, not at process start, so
+`configure_xla_flags` sets them in-process, before the first computation, without a re-exec.
 
 Inline dispatch. JAX queues CPU computations by default and returns at once; each train step
 allocates its XLA temporary block when it is queued, so the next step's block is allocated
