@@ -8,17 +8,17 @@ the pages are reused from step to step. They act only at process start, hence
 it doubles peak memory on T5 "small".
 
 XLA flags. `--xla_cpu_experimental_ynn_fusion_type=dot` speeds up float32 steps (fused dots,
-and it avoids XLA's slow leading-axis reductions) but makes bfloat16 dots 3-5x slower, on
-Intel AMX and on AMD alike; on AMX it takes bf16 dots with float32 results, the ones the
-network's bf16 products use, from 1.4 TFLOP/s to 0.15 (docs/performance.md has the
-measurements and the CPU models).
+and it avoids XLA's slow leading-axis reductions) but makes bfloat16 dots 2-10x slower, on
+Intel AMX and on AMD alike: it takes bf16 dots with float32 results, the ones the network's
+bf16 products use, from 1.4 TFLOP/s to 0.15 on AMX and from 430 GFLOP/s to 205 on Zen 4
+(docs/performance.md has the measurements and the CPU models).
 `--xla_disable_hlo_passes=tree_reduction_rewriter` keeps XLA from splitting every long
 reduction (Adafactor's parameter RMS, the layer norms' sums) into chains of small
 reduce-window ops: 4-5% less time per float32 train step on "tiny" and "small"; the sums stay
 in float32. Both are float32-only: with bfloat16 activations the YNN flag slows the dots
-(above) and the tree-reduction flag measured no faster (0.95 of the speed without it, within
-the noise). So the flags are chosen by the activation dtype, which is only known once gin is
-parsed: XLA reads XLA_FLAGS when its backend starts, not at process start, so
+(above) and the tree-reduction flag measured no faster (0.95 of the speed without it on AMX,
+0.99 on Zen 4, both within the noise). So the flags are chosen by the activation dtype, known
+only once gin is parsed: XLA reads XLA_FLAGS when its backend starts, not at process start, so
 `configure_xla_flags` sets them in-process, before the first computation, without a re-exec.
 
 Inline dispatch. JAX queues CPU computations by default and returns at once; each train step
@@ -31,8 +31,8 @@ on CPU the step uses every core anyway, so queueing ahead overlaps nothing worth
 
 Activation dtype. `preferred_activation_dtype` (gin: `@runtime.preferred_activation_dtype()`)
 is bfloat16 on accelerators and on CPUs with bf16 matrix hardware (amx_bf16, avx512_bf16),
-float32 on other CPUs, where bf16 is emulated. On an AMX Xeon the bf16 train step takes 0.6 of
-the float32 step's time.
+float32 on other CPUs, where bf16 is emulated. The bf16 train step takes 0.6 of the float32
+step's time on an AMX Xeon, 0.66 on a Zen 4 EPYC (avx512_bf16).
 
 Nothing here applies to GPU/TPU. Opt out of all of it with CLINICAL_T5X_NO_REEXEC=1.
 """
