@@ -379,9 +379,11 @@ def _attention_logits_fwd(q: Array, k: Array) -> tuple[Array, tuple[Array, Array
 def _attention_logits_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
     """The key's gradient computed as [.., head_dim, k_len] and then transposed. Autodiff's
     [.., k_len, head_dim] product contracts the query axis of both operands with the [q, k]
-    cotangent on the left; XLA CPU hands that form to Eigen, which packs the strided operand,
-    and the transposed form to the YNN dot kernels (3-4% less time per "small" train step,
-    docs/performance.md). Other backends contract either layout natively."""
+    cotangent on the left; XLA CPU hands that form to Eigen, which packs the strided operand.
+    On a Zen 3 EPYC XLA gave the transposed form to the YNN dot kernels (3-4% less time per
+    "small" train step); on a Zen 4 it goes to Eigen too and is still the faster form (7.9 ms
+    against 9.4 on "tiny"'s shapes; docs/performance.md). Other backends contract either
+    layout natively."""
     q, k = residuals
     query_grad = product("bhqk,bhkd->bhqd", grad, k)
     if jax.default_backend() == "cpu":
