@@ -136,13 +136,15 @@ def test_relative_position_bias_gradient_is_the_lookups_scatter_add(bidirectiona
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_project_backward_equals_autodiff_of_the_product():
-    """`project`'s hand-laid-out backward (the kernel gradient over a transposed input) gives
-    autodiff's gradients of `x @ kernel` for a [batch, length, in] input."""
+@pytest.mark.parametrize("features_in, features_out", [(EMB, MLP), (MLP, EMB)])
+def test_project_backward_equals_autodiff_of_the_product(features_in, features_out):
+    """`project`'s hand-laid-out backward (the kernel gradient over a transposed input, or
+    transposed back from a product over the transposed gradient when the input is the wider)
+    gives autodiff's gradients of `x @ kernel` for a [batch, length, in] input."""
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    x = jax.random.normal(keys[0], (3, 5, EMB))
-    kernel = jax.random.normal(keys[1], (EMB, MLP))
-    cotangent = jax.random.normal(keys[2], (3, 5, MLP))
+    x = jax.random.normal(keys[0], (3, 5, features_in))
+    kernel = jax.random.normal(keys[1], (features_in, features_out))
+    cotangent = jax.random.normal(keys[2], (3, 5, features_out))
 
     def loss(product, x, kernel):
         return jnp.sum(product(x, kernel) * cotangent)

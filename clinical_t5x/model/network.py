@@ -179,20 +179,33 @@ def _project_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
 
 
 def _project_bwd(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array]:
-    """The kernel's gradient as [in, tokens] @ [tokens, out] with the input transposed first.
-    Left to autodiff, XLA CPU contracts the token axis of both operands: it copies the larger
-    operand (the gradient, e.g. [tokens, vocab] for the output head) into transposed layout
-    and hands the product to Eigen; a plain product over a transposed copy of the smaller
-    input goes to the faster YNN dot kernels (docs/performance.md). Other backends contract
-    either layout natively, and bfloat16 on CPU is laid out by `_bf16_cpu_einsum`, so they get
-    autodiff's form."""
+    """Left to autodiff, the kernel's gradient contracts the token axis of both operands, and
+    XLA CPU copies the larger one (the gradient, e.g. [tokens, vocab] for the output head)
+    into transposed layout and hands the product to Eigen. On CPU in float32 it is
+    `_cpu_kernel_grad` instead. Other backends contract either layout natively, and bfloat16
+    on CPU is laid out by `_bf16_cpu_einsum`, so they get autodiff's form."""
     x, kernel = residuals
     rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
     if jax.default_backend() == "cpu" and rows.dtype != jnp.bfloat16:
-        kernel_grad = product("dt,tf->df", jax.lax.optimization_barrier(rows.T), grad_rows)
+        kernel_grad = _cpu_kernel_grad(rows, grad_rows)
     else:
         kernel_grad = product("td,tf->df", rows, grad_rows)
     return product("tf,df->td", grad_rows, kernel).reshape(x.shape), kernel_grad
+
+
+def _cpu_kernel_grad(rows: Array, grad_rows: Array) -> Array:
+    """[in, out] = rows [tokens, in] contracted with grad_rows [tokens, out] over the tokens, as
+    a plain product over a transposed copy of the narrower operand, which XLA CPU gives to
+    the YNN dot kernels. With the input the wider (the MLP's `wo`), the product is taken as
+    [out, in] and copied back to [in, out] row-major, a kernel-sized copy where the other
+    way costs a token-sized one: 0.97-0.99 of the float32 "tiny" step time, "small"
+    unchanged (docs/performance.md). The barriers keep XLA from folding the transposes into
+    the product or its consumers, which would then read a strided layout."""
+    barrier = jax.lax.optimization_barrier
+    if rows.shape[1] <= grad_rows.shape[1]:
+        return product("dt,tf->df", barrier(rows.T), grad_rows)
+    transposed = barrier(product("ft,td->fd", barrier(grad_rows.T), rows))
+    return _row_major_transpose(transposed, (1, 0))
 
 
 project.defvjp(_project_fwd, _project_bwd)
