@@ -202,10 +202,9 @@ def _cpu_kernel_grad(rows: Array, grad_rows: Array) -> Array:
     unchanged (docs/performance.md). The barriers keep XLA from folding the transposes into
     the product or its consumers, which would then read a strided layout."""
     barrier = jax.lax.optimization_barrier
-    if rows.shape[1] <= grad_rows.shape[1]:
-        return product("dt,tf->df", barrier(rows.T), grad_rows)
-    transposed = barrier(product("ft,td->fd", barrier(grad_rows.T), rows))
-    return _row_major_transpose(transposed, (1, 0))
+    if rows.shape[1] > grad_rows.shape[1]:
+        return _row_major_transpose(barrier(_cpu_kernel_grad(grad_rows, rows)), (1, 0))
+    return product("dt,tf->df", barrier(rows.T), grad_rows)
 
 
 project.defvjp(_project_fwd, _project_bwd)
