@@ -28,6 +28,21 @@ def test_gradient_is_softmax_minus_onehot_plus_z_term():
     np.testing.assert_allclose(grad, expected, atol=1e-6)
 
 
+def test_argmax_hits_match_argmax_including_ties():
+    tied = jnp.array([[1.0, 3.0, 3.0, 0.0], [3.0, 3.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0],
+                      [-1.0, -2.0, -1.0, -5.0]])
+    for target in range(4):
+        targets = jnp.full((4,), target)
+        np.testing.assert_array_equal(losses.argmax_hits(tied, targets),
+                                      jnp.argmax(tied, -1) == targets)
+    bf16 = LOGITS.astype(jnp.bfloat16)
+    for targets in (TARGETS, jnp.argmax(LOGITS, -1), jnp.argmax(bf16, -1)):
+        np.testing.assert_array_equal(losses.argmax_hits(LOGITS, targets),
+                                      jnp.argmax(LOGITS, -1) == targets)
+        np.testing.assert_array_equal(losses.argmax_hits(bf16, targets),
+                                      jnp.argmax(bf16, -1) == targets)
+
+
 def batch(**extra):
     return {"decoder_target_tokens": TARGETS, **extra}
 
