@@ -1,7 +1,9 @@
 """benchmarks/train_throughput.py: fair settings per engine, the report's arithmetic, the t5x
 row (run, or skipped with its reason), and a micro run of the bf16 path (the GPU
 configuration's dtype policy) on CPU."""
+import argparse
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -106,6 +108,26 @@ def test_engines_take_turns_in_rotating_order(bench, monkeypatch):
     rows = bench.run_group(args, ["jax", "torch"], "float32", "tuned", interleave=False)
     assert _FakeWorker.order == ["jax"] * 3 + ["torch"] * 3
     assert [r["interleaved"] for r in rows] == [False, False]
+
+
+def test_matmul_rate_is_the_best_burst_each_taken_before_the_repeat_is_answered(
+        bench, monkeypatch):
+    events, rates = [], iter([0.1, 0.3, 0.2])
+
+    def burst():
+        events.append("burst")
+        return next(rates)
+
+    engine = bench.Engine(lambda: events.append("step"), lambda out: out,
+                          lambda: {"flops_per_step": 1.0}, matmul=burst)
+    monkeypatch.setattr(bench, "_reply", lambda message: events.append(message))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("step\nstep\nstep\nreport\n"))
+    bench.serve(argparse.Namespace(warmup=1, steps=1), engine)
+    replies = [event for event in events if isinstance(event, dict)]
+    assert [set(reply) for reply in replies[1:4]] == [{"step_s", "cpu_s"}] * 3
+    assert [event if isinstance(event, str) else "reply" for event in events][:10] == [
+        "step", "reply", "step", "burst", "reply", "step", "burst", "reply", "step", "burst"]
+    assert replies[-1]["matmul_tflops"] == 0.3 and replies[-1]["flops_per_step"] == 1.0
 
 
 def test_peak_rss_is_the_workers_own_not_its_parents(request):
