@@ -289,7 +289,7 @@ def random_batch(vocab: int, batch: int, inputs: int, targets: int, seed: int = 
 class Engine(NamedTuple):
     """A built engine in a worker: one training step, a wait for its result, the rest of its
     row (FLOPs, memory), measured after the timed steps, and on CPU one burst of its 1024^3
-    matmul rate in TFLOP/s (`matmul_burst`)."""
+    matmul rate in TFLOP/s (`matmul`)."""
 
     run_step: Callable[[], object]
     sync: Callable[[object], object]

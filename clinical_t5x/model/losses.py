@@ -40,27 +40,30 @@ def cross_entropy_with_z_loss(logits: Array, targets: Array, z_loss: float) -> t
     """
     logits = logits.astype(jnp.float32)
     log_z = jax.nn.logsumexp(logits, axis=-1)
-    vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    target_logit = jnp.sum(jnp.where(vocab_ids == targets[..., None], logits, 0.0), axis=-1)
     z_term = z_loss * jnp.square(log_z)
-    return log_z - target_logit + z_term, z_term
+    return log_z - _target_logit(logits, targets)[..., 0] + z_term, z_term
+
+
+def _target_logit(logits: Array, targets: Array) -> Array:
+    """The target's logit, [batch, length, 1], picked with a fused compare-and-sum."""
+    vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
+    return jnp.sum(jnp.where(vocab_ids == targets[..., None], logits, 0.0), axis=-1,
+                   keepdims=True)
 
 
 def argmax_hits(logits: Array, targets: Array) -> Array:
     """`argmax(logits, -1) == targets` (the first maximum wins a tie, as in argmax) as [batch,
     length] booleans, without an argmax. XLA CPU computes an argmax as a scalar (value, index)
-    reduction: on the output head of "tiny" ([1024, 8192]) it took twice the time of the whole
-    loss's forward and backward. Here a hit is a target logit equal to the row's maximum with
-    no maximum at an earlier index; the maximum and the target's logit are the ones the
-    cross-entropy computes (XLA merges the identical reductions), and the check for an earlier
-    maximum is one fused, vectorised pass."""
+    reduction: on the output head of "tiny" ([1024, 8192]) it took as long as the rest of the
+    loss's forward and backward together (docs/performance.md). Here a hit is a target logit
+    equal to the row's maximum with no maximum at an earlier index; the maximum and the
+    target's logit are the ones the cross-entropy computes (XLA merges the identical
+    reductions), and the check for an earlier maximum is one fused, vectorised pass."""
     logits = logits.astype(jnp.float32)
     row_max = jnp.max(logits, axis=-1, keepdims=True)
     vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)
-    target_logit = jnp.sum(jnp.where(vocab_ids == targets[..., None], logits, 0.0), axis=-1,
-                           keepdims=True)
     earlier_max = jnp.any((vocab_ids < targets[..., None]) & (logits == row_max), axis=-1)
-    return (target_logit == row_max)[..., 0] & ~earlier_max
+    return (_target_logit(logits, targets) == row_max)[..., 0] & ~earlier_max
 
 
 def _per_sequence_weights(batch: Mapping[str, Array], weights: Array) -> Array:
